@@ -1,0 +1,2 @@
+"""Pieces every hf-ext capability shares, written once: models, architecture map, text data, perplexity,
+layer-by-layer calibration, quantizer plumbing and Hub helpers."""

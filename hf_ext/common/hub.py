@@ -1,0 +1,42 @@
+"""Model cards and Hub helpers shared by every method that saves checkpoints.
+
+Card templates are Jinja files in ``hf_ext/model_cards/`` rendered through ``huggingface_hub.ModelCard`` (YAML
+metadata via ``ModelCardData``). ``attach_model_card`` makes a model write its card on every ``save_pretrained``
+and therefore on ``push_to_hub``, which saves through ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+from transformers import PreTrainedModel
+
+from .utils import atomic_write_text
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "model_cards"
+
+
+def render_card(template: str, card_data: ModelCardData, **fields: Any) -> str:
+    """Render ``model_cards/<template>.md`` with ``fields`` and ``card_data`` as YAML front matter."""
+    path = TEMPLATES / f"{template}.md"
+    if not path.is_file():
+        raise FileNotFoundError(f"No model card template {template!r} in {TEMPLATES}.")
+    return str(ModelCard.from_template(card_data, template_path=str(path), **fields))
+
+
+def attach_model_card(model: PreTrainedModel, make_card: Callable[[PreTrainedModel], str]) -> None:
+    """After this, ``model.save_pretrained(d)`` also writes ``d/README.md`` from ``make_card(model)``."""
+    original = type(model).save_pretrained
+
+    @functools.wraps(original)
+    def save_pretrained(save_directory: str | os.PathLike, *args, **kwargs):
+        result = original(model, save_directory, *args, **kwargs)
+        atomic_write_text(Path(save_directory) / "README.md", make_card(model))
+        return result
+
+    model.save_pretrained = save_pretrained

@@ -1,0 +1,32 @@
+import os
+
+import pytest
+import torch
+
+# Tests never reach a hub: everything they load is built locally or shipped in a package.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+FAMILIES = ["opt", "llama", "gemma"]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Every test that takes it runs on CPU and on CUDA when present (optimum-quanto's habit)."""
+    return torch.device(request.param)
+
+
+@pytest.fixture(scope="session")
+def tiny_text_dir(tmp_path_factory):
+    """A folder of small English documents (stands in for python3.11-doc / WikiText in tests)."""
+    root = tmp_path_factory.mktemp("text")
+    words = ("the model reads a token and predicts the next one while the cache keeps keys and values "
+             "so that decoding runs fast on small machines and large ones alike").split()
+    g = torch.Generator().manual_seed(0)
+    for i in range(12):
+        idx = torch.randint(0, len(words), (400,), generator=g).tolist()
+        (root / f"doc{i:02d}.txt").write_text(" ".join(words[j] for j in idx) + ".\n")
+    return root
