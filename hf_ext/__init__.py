@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 # Each capability adds its quantizer module here; importing it registers the method with transformers.
 _REGISTRATION_MODULES: tuple[str, ...] = (
     "hf_ext.compression.quantizer",
-    # "hf_ext.structured.quantizer",
+    "hf_ext.structured.quantizer",
     "hf_ext.any_precision.quantizer",
 )
 
@@ -25,8 +25,9 @@ _import_structure: dict[str, list[str]] = {
     "common.data": ["load_text", "calibration_batches"],
     "common.perplexity": ["perplexity", "PerplexityResult"],
     "compression": ["CompressionConfig", "compress"],
-    # "structured": ["StructuredPruningConfig", "prune_structured"],
+    "structured": ["StructuredPruningConfig", "prune_structured"],
     "any_precision": ["AnyPrecisionConfig", "AnyPrecisionLinear"],
+    "speculative": ["SpeculativeGenerationMixin", "SpeculativeConfig"],
 }
 _SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics")
 
@@ -56,3 +57,4 @@ if TYPE_CHECKING:
     from .common.data import calibration_batches, load_text
     from .common.models import default_model_path, load_default_model, load_model, tiny_model
     from .common.perplexity import PerplexityResult, perplexity
+    from .compression import CompressionConfig, compress

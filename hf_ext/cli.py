@@ -19,16 +19,16 @@ logger = logging.get_logger(__name__)
 
 _COMMAND_MODULES: tuple[str, ...] = (
     "hf_ext.compression.cli",
-    # "hf_ext.structured.cli",
+    "hf_ext.structured.cli",
     "hf_ext.any_precision.cli",
     "hf_ext.privacy.cli",
 )
 
 _DEMO_MODULES: tuple[str, ...] = (
     "hf_ext.compression.demo",
-    # "hf_ext.structured.demo",
+    "hf_ext.structured.demo",
     "hf_ext.any_precision.demo",
-    # "hf_ext.speculative.demo",
+    "hf_ext.speculative.demo",
     "hf_ext.privacy.demo",
 )
 

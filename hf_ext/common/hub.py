@@ -30,7 +30,8 @@ def render_card(template: str, card_data: ModelCardData, **fields: Any) -> str:
 
 
 def attach_model_card(model: PreTrainedModel, make_card: Callable[[PreTrainedModel], str]) -> None:
-    """After this, ``model.save_pretrained(d)`` also writes ``d/README.md`` from ``make_card(model)``."""
+    """After this, ``model.save_pretrained(d)`` also writes ``d/README.md`` from ``make_card(model)``, and
+    ``model.push_to_hub(repo)`` uploads that card (not transformers' default one)."""
     original = type(model).save_pretrained
 
     @functools.wraps(original)
@@ -40,3 +41,14 @@ def attach_model_card(model: PreTrainedModel, make_card: Callable[[PreTrainedMod
         return result
 
     model.save_pretrained = save_pretrained
+
+    # transformers' push_to_hub saves, then overwrites README.md with the repo's existing card (or a blank
+    # template) before uploading; rewrite ours just before the upload so the pushed card is the generated one.
+    upload = model._upload_modified_files
+
+    @functools.wraps(upload)
+    def _upload_modified_files(working_dir: str | os.PathLike, *args, **kwargs):
+        atomic_write_text(Path(working_dir) / "README.md", make_card(model))
+        return upload(working_dir, *args, **kwargs)
+
+    model._upload_modified_files = _upload_modified_files

@@ -1,0 +1,175 @@
+"""``AnyPrecisionLinear``: a linear layer whose weight is stored once as bitplanes plus one table per precision.
+
+State (persistent buffers, so ``save_pretrained`` / ``from_pretrained`` carry them): ``plane_0 .. plane_{L-1}``
+(int32 ``(out, ceil(in / 32))``, MSB first, ``L`` the largest loaded precision) and ``lut_<k>`` (``(out, 2**k)``)
+for each loaded precision ``k``; ``bias`` stays a parameter. One plane per tensor lets a checkpoint be loaded with
+only the planes the requested precisions need.
+
+Execution: on CUDA with Triton, inputs of at most ``gemv_max_tokens`` tokens use the fused bitplane GEMV kernel of
+``kernel.py``; everything else dequantizes (bitplane unpack + table lookup) and calls ``F.linear``. On the CPU the
+dequantized weight of the active precision is cached (policy ``cache``), so decoding costs a dense matmul; the
+switch itself (:meth:`set_precision`) only changes which table and how many planes the next forward reads.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..common.import_utils import is_triton_available
+from .bitplanes import pack_bitplanes, plane_bytes, unpack_bitplanes, words_per_row
+from .config import CACHE_POLICIES
+
+_LUT_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+class PrecisionNotLoadedError(ValueError):
+    """A precision was requested that this layer (or checkpoint) does not hold."""
+
+
+class AnyPrecisionLinear(nn.Module):
+    """Linear layer holding nested ``seed_bits .. max_bits`` quantizations of one weight.
+
+    Args:
+        in_features: Input width.
+        out_features: Output width.
+        bias: Whether there is a bias.
+        precisions: The precisions this layer holds tables for (sorted); planes up to the largest are kept.
+        lut_dtype: Storage dtype of the tables.
+        cache: ``"none"``, ``"active"`` or ``"all"``: dequantized weights kept for the CPU path.
+        gemv_max_tokens: Largest token count routed to the Triton kernel on CUDA.
+        device: Where the (empty) buffers are created; ``"meta"`` for a loading skeleton.
+        dtype: The float model's dtype (bias, ``weight``).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, precisions: list[int],
+                 lut_dtype: torch.dtype = torch.float16, cache: str = "active", gemv_max_tokens: int = 8,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if not precisions:
+            raise ValueError("AnyPrecisionLinear needs at least one precision.")
+        if cache not in CACHE_POLICIES:
+            raise ValueError(f"cache must be one of {CACHE_POLICIES}, got {cache!r}.")
+        self.in_features, self.out_features = in_features, out_features
+        self.precisions = sorted(precisions)
+        self.cache = cache
+        self.gemv_max_tokens = gemv_max_tokens
+        self.n_planes = self.precisions[-1]
+        words = words_per_row(in_features)
+        for p in range(self.n_planes):
+            self.register_buffer(f"plane_{p}", torch.zeros(out_features, words, dtype=torch.int32, device=device))
+        for k in self.precisions:
+            self.register_buffer(f"lut_{k}", torch.zeros(out_features, 2**k, dtype=lut_dtype, device=device))
+        self.dtype = dtype  # the float model's dtype: bias, ``weight`` and the Triton path's output
+        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device),
+                                 requires_grad=False) if bias else None
+        self.precision = self.precisions[-1]
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    # ----------------------------------------------------------------------------------------------- building
+    @classmethod
+    def from_codes(cls, codes: torch.Tensor, luts: dict[int, torch.Tensor], max_bits: int,
+                   bias: torch.Tensor | None = None, lut_dtype: torch.dtype = torch.float16,
+                   cache: str = "active", dtype: torch.dtype = torch.float32) -> AnyPrecisionLinear:
+        """Build from ``max_bits`` codes ``(out, in)`` and tables ``{k: (out, 2**k)}``."""
+        out, cols = codes.shape
+        layer = cls(cols, out, bias is not None, sorted(luts), lut_dtype=lut_dtype, cache=cache,
+                    device=codes.device, dtype=dtype)
+        if layer.n_planes != max_bits:
+            raise ValueError(f"tables go up to {layer.n_planes} bits but codes have {max_bits}.")
+        planes = pack_bitplanes(codes, max_bits)
+        for p in range(max_bits):
+            getattr(layer, f"plane_{p}").copy_(planes[p])
+        for k, lut in luts.items():
+            getattr(layer, f"lut_{k}").copy_(lut)
+        if bias is not None:
+            layer.bias.data.copy_(bias.detach())
+        return layer
+
+    # ------------------------------------------------------------------------------------------------- access
+    def planes(self, bits: int | None = None) -> list[torch.Tensor]:
+        """The first ``bits`` planes (default: the active precision)."""
+        return [getattr(self, f"plane_{p}") for p in range(bits or self.precision)]
+
+    def lut(self, bits: int | None = None) -> torch.Tensor:
+        return getattr(self, f"lut_{self._check(bits or self.precision)}")
+
+    def codes(self, bits: int | None = None) -> torch.Tensor:
+        """uint8 ``(out, in)`` codes at ``bits`` (the top ``bits`` of the stored codes)."""
+        bits = self._check(bits or self.precision)
+        return unpack_bitplanes(self.planes(bits), self.in_features, bits)
+
+    def dequantize(self, bits: int | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Dense ``(out, in)`` weight at ``bits``: the ``bits``-bit table looked up with the ``bits``-bit codes."""
+        bits = self._check(bits or self.precision)
+        lut = self.lut(bits)
+        w = lut.gather(1, self.codes(bits).long())
+        return w.to(dtype or lut.dtype)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """Dequantized weight at the active precision (read-only view for code that inspects ``.weight``)."""
+        return self._dense(self.dtype)
+
+    def _check(self, bits: int) -> int:
+        if bits not in self.precisions:
+            raise PrecisionNotLoadedError(
+                f"Precision {bits} is not loaded; this model holds {self.precisions}. Load it by reloading with "
+                f"quantization_config=AnyPrecisionConfig(precisions=[..., {bits}]) if the checkpoint stores it."
+            )
+        return bits
+
+    def set_precision(self, bits: int) -> None:
+        """Make ``bits`` the active precision: a pointer change (cached weights of other widths are dropped
+        under the ``"active"`` policy and rebuilt lazily on the next forward)."""
+        self.precision = self._check(int(bits))
+        if self.cache == "active":
+            self._cache = {key: w for key, w in self._cache.items() if key[0] == self.precision}
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def _dense(self, dtype: torch.dtype) -> torch.Tensor:
+        key = (self.precision, dtype, self.plane_0.device)
+        w = self._cache.get(key)
+        if w is None:
+            w = self.dequantize(self.precision, dtype)
+            if self.cache != "none":
+                self._cache[key] = w
+        return w
+
+    # ------------------------------------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.numel() // self.in_features
+        if x.is_cuda and tokens <= self.gemv_max_tokens and is_triton_available():
+            from .kernel import bitplane_gemv
+
+            y = bitplane_gemv(x, self.planes(), self.lut(), self.precision)
+            return y + self.bias.to(y.dtype) if self.bias is not None else y
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        return F.linear(x, self._dense(x.dtype), bias)
+
+    def _apply(self, fn, recurse=True):
+        self._cache.clear()  # cached weights live on the old device / dtype
+        return super()._apply(fn, recurse)
+
+    # --------------------------------------------------------------------------------------------- accounting
+    def nbytes(self, bits: int | None = None) -> int:
+        """Bytes read to run at ``bits``: its planes, its table and the bias (no cache)."""
+        bits = self._check(bits or self.precision)
+        lut = self.lut(bits)
+        bias = self.bias.numel() * self.bias.element_size() if self.bias is not None else 0
+        return bits * plane_bytes(self.out_features, self.in_features) + lut.numel() * lut.element_size() + bias
+
+    def stored_nbytes(self) -> int:
+        """Bytes of everything this layer holds (all loaded planes and tables)."""
+        return sum(b.numel() * b.element_size() for b in self.buffers()) + (
+            self.bias.numel() * self.bias.element_size() if self.bias is not None else 0)
+
+    def cache_nbytes(self) -> int:
+        return sum(w.numel() * w.element_size() for w in self._cache.values())
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"precisions={self.precisions}, precision={self.precision}, cache={self.cache!r}")

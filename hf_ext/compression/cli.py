@@ -1,0 +1,60 @@
+"""``hf-ext compress MODEL --sparsity 0.7 --allocation mrp --metric sparsegpt --bits 4 --out DIR``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .config import ALLOCATIONS, METRICS
+
+
+def register(subparsers, eval_subparsers) -> None:
+    p = subparsers.add_parser("compress", help="prune (and quantize) a causal LM; writes a from_pretrained folder")
+    p.add_argument("model", help="model folder or Hub id ('default': the embedded Gemma 3 270M)")
+    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument("--sparsity", type=float, default=0.5)
+    p.add_argument("--allocation", choices=ALLOCATIONS, default="uniform")
+    p.add_argument("--metric", choices=METRICS, default="wanda")
+    p.add_argument("--structure", default="unstructured", help="'unstructured' or 'N:M' (e.g. 2:4)")
+    p.add_argument("--bits", type=int, default=None, help="bits of the kept weights (2..8); default: no quantization")
+    p.add_argument("--group-size", type=int, default=128)
+    p.add_argument("--calibration", default="pydocs", help="calibration text: pydocs, wikitext2, c4 or a path")
+    p.add_argument("--n-samples", type=int, default=128)
+    p.add_argument("--seqlen", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval", default=None, help="also measure perplexity on this text source (recorded in the card)")
+    p.add_argument("--eval-max-tokens", type=int, default=None)
+    p.set_defaults(func=cmd_compress)
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..common.models import resolve_model_path
+    from ..common.perplexity import perplexity
+    from ..common.utils import atomic_dir
+    from .config import CompressionConfig
+    from .quantizer import record_eval
+
+    cfg = CompressionConfig(
+        sparsity=args.sparsity, allocation=args.allocation, metric=args.metric, structure=args.structure,
+        bits=args.bits, group_size=args.group_size, calibration=args.calibration, n_samples=args.n_samples,
+        seqlen=args.seqlen, seed=args.seed,
+    )
+    path = resolve_model_path(args.model)
+    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=cfg)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    report = model.compression_report
+    print(report.to_markdown())
+    if args.eval:
+        res = perplexity(model, tokenizer, args.eval, max_tokens=args.eval_max_tokens)
+        record_eval(model, "perplexity", res.perplexity, res.protocol)
+        print(f"perplexity {res.perplexity:.4f} ({res.protocol})")
+    out = Path(args.out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        report.save(tmp)
+    print(f"Saved to {out} (README.md, compression_report.md, compression_report.png; achieved sparsity "
+          f"{report.achieved_sparsity:.4f}).")
+    return 0

@@ -1,0 +1,233 @@
+"""Glue: run allocation statistics and pruning block by block through ``common.capture.SequentialRunner``.
+
+Two sequential passes at most: a statistics pass on the dense model (OWL, MRP and Hessian allocations need every
+block's statistics before any block is pruned), then the pruning pass, where each block sees the outputs of the
+already-compressed blocks before it (as SparseGPT and Wanda do). Only one block is on the execution device at a
+time; calibration activations are the only other large state.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers.utils import logging
+
+from ..common.arch import get_arch, set_submodule
+from ..common.capture import InputStats, SequentialRunner, collect_inputs
+from ..common.data import calibration_batches
+from ..common.utils import peak_rss_mib
+from .allocation import (
+    BlockScores,
+    hessian_allocation,
+    mrp_allocation,
+    owl_allocation,
+    sample_block_scores,
+    uniform_allocation,
+)
+from .config import CompressionConfig
+from .layer import CompressedLinear, dtype_name, quantize_kept
+from .metrics import importance, make_mask, outlier_ratio, row_prune_count
+from .report import CompressionReport, LayerRow
+from .sparsegpt import inverse_hessian_diag, sparsegpt_prune
+
+logger = logging.get_logger(__name__)
+
+
+def _skipped(full_name: str, cfg: CompressionConfig) -> bool:
+    return any(frag and frag in full_name for frag in cfg.modules_to_not_convert)
+
+
+def prunable(block_name: str, linears: dict[str, nn.Module], cfg: CompressionConfig) -> dict[str, nn.Linear]:
+    return {n: m for n, m in linears.items() if isinstance(m, nn.Linear) and not _skipped(f"{block_name}.{n}", cfg)}
+
+
+def check_shapes(model: nn.Module, cfg: CompressionConfig) -> None:
+    """Fail before any work when a layer's input size does not fit the group size or the N:M pattern."""
+    from ..common.arch import named_block_linears
+
+    nm = cfg.nm
+    for name, mod in named_block_linears(model).items():
+        if not isinstance(mod, nn.Linear) or _skipped(name, cfg):
+            continue
+        cols = mod.in_features
+        if cfg.bits is not None and cfg.group_size is not None and cols % cfg.group_size:
+            raise ValueError(f"group_size {cfg.group_size} does not divide the {cols} inputs of {name}.")
+        if nm is not None and cols % nm[1]:
+            raise ValueError(f"N:M structure {cfg.structure} needs the {cols} inputs of {name} to be a multiple "
+                             f"of {nm[1]}.")
+
+
+def metric_scores(weight: torch.Tensor, stats: InputStats, metric: str, dampening: float) -> torch.Tensor:
+    """Per-weight importance for allocation: |W|, Wanda, or |w| / sqrt([H^-1]_jj) for sparsegpt (the square root
+    of the OBS saliency, our choice so it is on the scale of the other two)."""
+    if metric == "sparsegpt":
+        return weight.float().abs() / inverse_hessian_diag(stats.hessian, dampening).sqrt()[None, :]
+    return importance(weight, metric, stats.col_norm)
+
+
+def obs_block_loss(weights: list[torch.Tensor], stats: list[InputStats], sparsity: float, dampening: float) -> float:
+    """Estimated loss of pruning a block at ``sparsity``: per row, the sum of the smallest ``w^2 / [H^-1]_jj``."""
+    total = 0.0
+    for w, st in zip(weights, stats):
+        sal = w.float() ** 2 / inverse_hessian_diag(st.hessian, dampening)[None, :]
+        k = row_prune_count(w.shape[1], sparsity)
+        if k:
+            total += float(torch.topk(sal, k, dim=1, largest=False).values.sum(dtype=torch.float64))
+    return total
+
+
+@dataclass
+class AllocationStats:
+    """Dense-model statistics the allocations need, from one sequential pass (reusable across settings).
+
+    ``owl``: OWL outlier ratio per block (Wanda scores, threshold ``owl_m``); ``mrp[metric]``: sampled scores per
+    block; ``hessian[s]``: estimated OBS loss per block at sparsity ``s``; ``sizes``: prunable weights per block.
+    """
+
+    sizes: list[float] = field(default_factory=list)
+    owl_m: float = 5.0
+    owl: list[float] = field(default_factory=list)
+    mrp: dict[str, list[BlockScores]] = field(default_factory=dict)
+    hessian: dict[float, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@torch.no_grad()
+def collect_allocation_stats(model: nn.Module, ids: torch.Tensor, cfg: CompressionConfig, owl: bool = True,
+                             mrp_metrics: tuple[str, ...] = (), hessian_sparsities: tuple[float, ...] = ()
+                             ) -> AllocationStats:
+    """One sequential pass over the dense model collecting what the requested allocations need."""
+    start = time.perf_counter()
+    gram = bool(hessian_sparsities) or "sparsegpt" in mrp_metrics
+    gen = torch.Generator().manual_seed(cfg.seed)
+    out = AllocationStats(owl_m=cfg.owl_m, mrp={m: [] for m in mrp_metrics},
+                          hessian={float(s): [] for s in hessian_sparsities})
+    runner = SequentialRunner(model, ids, batch_size=cfg.batch_size, desc="allocation statistics")
+    for step in runner:
+        linears = prunable(step.name, step.linears, cfg)
+        with collect_inputs(linears, gram=gram) as stats:
+            outputs = step.run()
+        names = list(linears)
+        weights = [linears[n].weight for n in names]
+        out.sizes.append(float(sum(w.numel() for w in weights)))
+        if owl:  # OWL's outlier distribution always uses Wanda scores
+            scores = torch.cat([importance(w, "wanda", stats[n].col_norm).reshape(-1) for n, w in zip(names, weights)])
+            out.owl.append(outlier_ratio(scores, cfg.owl_m))
+            del scores
+        for metric in mrp_metrics:
+            scores = [metric_scores(w, stats[n], metric, cfg.dampening) for n, w in zip(names, weights)]
+            out.mrp[metric].append(sample_block_scores(scores, cfg.mrp_sample_size, gen))
+        for s in out.hessian:
+            out.hessian[s].append(obs_block_loss(weights, [stats[n] for n in names], s, cfg.dampening))
+        del stats
+        step.advance(outputs)  # the block is unchanged: its outputs are the next block's inputs
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def allocation_from_stats(stats: AllocationStats, cfg: CompressionConfig) -> tuple[list[float], list[str]]:
+    """Per-block sparsities for ``cfg.allocation`` from collected statistics (and notes for the report)."""
+    if cfg.allocation == "owl":
+        if not stats.owl or stats.owl_m != cfg.owl_m:
+            raise ValueError(f"The statistics hold no OWL ratios for owl_m={cfg.owl_m}.")
+        notes = ["OWL outlier ratios (Wanda scores): " + ", ".join(f"{d:.4f}" for d in stats.owl)]
+        return owl_allocation(stats.owl, stats.sizes, cfg.sparsity, cfg.owl_lambda), notes
+    if cfg.allocation == "mrp":
+        if cfg.metric not in stats.mrp:
+            raise ValueError(f"The statistics hold no MRP scores for metric {cfg.metric!r}.")
+        alloc, trace = mrp_allocation(stats.mrp[cfg.metric], cfg.sparsity, cfg.owl_m, cfg.mrp_step,
+                                      cfg.mrp_tolerance, cfg.mrp_max_sparsity)
+        notes = [f"MRP ({cfg.metric} scores): {trace.steps} steps; final non-outlier ratios: "
+                 + ", ".join(f"{r:.4f}" for r in trace.final_non_outlier)]
+        return alloc, notes
+    if cfg.allocation == "hessian":
+        errors = stats.hessian.get(float(cfg.sparsity))
+        if errors is None:
+            raise ValueError(f"The statistics hold no Hessian loss estimates at sparsity {cfg.sparsity}.")
+        alloc, levels = hessian_allocation(errors, stats.sizes, cfg.sparsity, cfg.hessian_levels, cfg.hessian_spread)
+        notes = ["Hessian estimated losses: " + ", ".join(f"{e:.3g}" for e in errors),
+                 "Hessian levels (0 = lowest loss): " + ", ".join(map(str, levels))]
+        return alloc, notes
+    return uniform_allocation(len(stats.sizes), cfg.sparsity), []
+
+
+def allocate(model: nn.Module, ids: torch.Tensor, cfg: CompressionConfig) -> tuple[list[float], list[str]]:
+    """Per-block sparsities for ``cfg``: given ones (``cfg.block_sparsities``), uniform, or from a statistics pass."""
+    n_blocks = len(model.get_submodule(get_arch(model).blocks))
+    if cfg.block_sparsities is not None:
+        if len(cfg.block_sparsities) != n_blocks:
+            raise ValueError(f"block_sparsities has {len(cfg.block_sparsities)} entries for {n_blocks} blocks.")
+        if any(not 0 <= s < 1 for s in cfg.block_sparsities):
+            raise ValueError(f"block_sparsities must lie in [0, 1), got {cfg.block_sparsities}.")
+        return [float(s) for s in cfg.block_sparsities], [f"Allocation given in the config ({cfg.allocation})."]
+    if cfg.allocation == "uniform" or cfg.sparsity == 0:
+        return uniform_allocation(n_blocks, cfg.sparsity), []
+    stats = collect_allocation_stats(
+        model, ids, cfg, owl=cfg.allocation == "owl", mrp_metrics=(cfg.metric,) if cfg.allocation == "mrp" else (),
+        hessian_sparsities=(cfg.sparsity,) if cfg.allocation == "hessian" else (),
+    )
+    return allocation_from_stats(stats, cfg)
+
+
+def compress_linear(linear: nn.Linear, stats: InputStats, sparsity: float, cfg: CompressionConfig) -> CompressedLinear:
+    """Prune (and quantize) one linear into a :class:`CompressedLinear`."""
+    nm = cfg.nm
+    if cfg.metric == "sparsegpt":
+        new_w, keep, scale, zero = sparsegpt_prune(linear.weight, stats.hessian, sparsity, nm, cfg.bits,
+                                                   cfg.group_size, cfg.blocksize, cfg.dampening)
+    else:
+        keep = make_mask(importance(linear.weight, cfg.metric, stats.col_norm), sparsity, nm)
+        new_w = torch.where(keep, linear.weight.detach().float(), torch.zeros((), dtype=torch.float32))
+        scale = zero = None
+        if cfg.bits is not None:
+            new_w, scale, zero = quantize_kept(new_w, keep, cfg.bits, cfg.group_size)
+    return CompressedLinear.from_linear(linear, keep, new_w, cfg.bits, cfg.group_size, scale, zero)
+
+
+@torch.no_grad()
+def compress_model(model: nn.Module, tokenizer, cfg: CompressionConfig) -> CompressionReport:
+    """Calibrate, allocate, prune and pack ``model`` in place; writes the reload fields into ``cfg``."""
+    start = time.perf_counter()
+    arch = get_arch(model)
+    check_shapes(model, cfg)
+    if tokenizer is None:
+        raise ValueError("Compression calibrates on text and needs the model's tokenizer.")
+    ids = calibration_batches(tokenizer, cfg.calibration, cfg.n_samples, cfg.seqlen, cfg.seed)
+    was_training = model.training
+    model.eval()
+    block_targets, notes = allocate(model, ids, cfg)
+    report = CompressionReport(settings=cfg.describe(), allocation=cfg.allocation, block_targets=block_targets,
+                               notes=notes)
+    layers: dict[str, int] = {}
+    dtype = None
+    runner = SequentialRunner(model, ids, batch_size=cfg.batch_size, desc=f"{cfg.metric} pruning")
+    for step in runner:
+        linears = prunable(step.name, step.linears, cfg)
+        target = block_targets[step.index]
+        with collect_inputs(linears, gram=cfg.metric == "sparsegpt") as stats:
+            step.run()
+        for name, linear in linears.items():
+            dtype = dtype or linear.weight.dtype
+            new = compress_linear(linear, stats[name], target, cfg)
+            set_submodule(step.block, name, new)
+            full = f"{step.name}.{name}"
+            layers[full] = new.nnz
+            report.layers.append(LayerRow(full, step.index, target, new.sparsity, new.nnz, new.weight.numel()))
+        del stats
+        step.advance()
+    model.train(was_training)
+    if not layers:
+        raise ValueError(f"No linear was compressed (modules_to_not_convert={cfg.modules_to_not_convert}).")
+    cfg.block_sparsities = [round(s, 6) for s in block_targets]
+    cfg.compressed_layers = layers
+    cfg.achieved_sparsity = round(report.achieved_sparsity, 6)
+    cfg.compute_dtype = dtype_name(dtype)
+    cfg.base_model = cfg.base_model or (str(getattr(model, "name_or_path", "")) or None)
+    report.seconds = time.perf_counter() - start
+    report.peak_rss_mib = peak_rss_mib()
+    logger.info("Compressed %d linears of %s to global sparsity %.4f in %.1f s", len(layers), arch.family,
+                report.achieved_sparsity, report.seconds)
+    return report

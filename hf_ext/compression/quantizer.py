@@ -1,0 +1,105 @@
+"""transformers integration: ``from_pretrained(..., quantization_config=CompressionConfig(...))`` and reload.
+
+A float load is calibrated and compressed after its weights load; a saved checkpoint (``config.json`` carries the
+config with ``compressed_layers``) gets :class:`CompressedLinear` skeletons on the meta model before its packed
+buffers load, then each layer rebuilds its dense weight cache.
+"""
+
+from __future__ import annotations
+
+from huggingface_hub import ModelCardData
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging
+
+from ..common.arch import get_arch, set_submodule
+from ..common.hub import attach_model_card, render_card
+from ..common.quantizer import HfExtQuantizer, apply_to_model, register_method, replaced_modules
+from .config import CompressionConfig
+from .layer import DTYPES, CompressedLinear
+from .pipeline import compress_model
+
+logger = logging.get_logger(__name__)
+
+
+class CompressionQuantizer(HfExtQuantizer):
+    """Sparsity + low-bit compression as a transformers quantization method."""
+
+    def quantize(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None) -> None:
+        cfg: CompressionConfig = self.quantization_config
+        get_arch(model)  # unsupported families fail here, before calibration data is built
+        if cfg.compressed_layers:
+            raise ValueError("This CompressionConfig was already used (compressed_layers is set); pass a fresh one.")
+        cfg.base_model = cfg.base_model or self.checkpoint_dir or getattr(model, "name_or_path", None)
+        report = compress_model(model, tokenizer, cfg)
+        model.compression_report = report
+        logger.info("%s", report.to_markdown().split("\n\n")[0])
+
+    def build_skeleton(self, model: PreTrainedModel) -> None:
+        cfg: CompressionConfig = self.quantization_config
+        if not cfg.compressed_layers or cfg.compute_dtype not in DTYPES:
+            raise ValueError("The checkpoint's hf_ext_compression config lacks compressed_layers/compute_dtype; it "
+                             "was not written by hf-ext's compression.")
+        for name, nnz in cfg.compressed_layers.items():
+            linear = model.get_submodule(name)
+            mod = CompressedLinear(linear.in_features, linear.out_features, int(nnz), cfg.bits, cfg.group_size,
+                                   linear.bias is not None, DTYPES[cfg.compute_dtype], device="meta")
+            set_submodule(model, name, mod)
+
+    def after_load(self, model: PreTrainedModel) -> None:
+        for mod in replaced_modules(model, CompressedLinear).values():
+            mod.refresh()
+
+    def attach(self, model: PreTrainedModel) -> None:
+        attach_model_card(model, make_card)
+
+
+def make_card(model: PreTrainedModel) -> str:
+    """The README.md written by ``save_pretrained``: base model, settings, calibration, recorded evaluations."""
+    cfg: CompressionConfig = model.config.quantization_config
+    base = cfg.base_model or "unknown"
+    evals = [{"name": k, "value": v.get("value"), "protocol": v.get("protocol", "")}
+             for k, v in (cfg.eval_results or {}).items()]
+    data = ModelCardData(
+        base_model=base if base and not base.startswith(("/", ".")) else None, library_name="transformers",
+        tags=["hf-ext", "pruned", "sparse"] + (["quantized", f"{cfg.bits}-bit"] if cfg.bits else []),
+    )
+    return render_card(
+        "compression", data, short=_short(cfg),
+        base_model=base, settings=cfg.describe(), sparsity=cfg.sparsity, structure=cfg.structure,
+        achieved_sparsity=cfg.achieved_sparsity, allocation=cfg.allocation, metric=cfg.metric,
+        quantization=f"{cfg.bits}-bit, group {cfg.group_size}" if cfg.bits else "none", quantized=bool(cfg.bits),
+        bits=cfg.bits, calibration=cfg.calibration, n_samples=cfg.n_samples, seqlen=cfg.seqlen, seed=cfg.seed,
+        n_layers=len(cfg.compressed_layers or {}), not_converted=", ".join(cfg.modules_to_not_convert) or "none",
+        block_sparsities=", ".join(f"{s:.3f}" for s in cfg.block_sparsities or []), eval_results=evals,
+    )
+
+
+def _short(cfg: CompressionConfig) -> str:
+    return f"{cfg.allocation} {cfg.metric} {cfg.sparsity:.0%}" + (f" + {cfg.bits}-bit" if cfg.bits else "")
+
+
+def compress(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: CompressionConfig | None = None,
+             **kwargs) -> PreTrainedModel:
+    """Compress a model already in memory; afterwards it saves and reloads like a ``from_pretrained`` one.
+
+    Args:
+        model: A float causal LM of a supported family (OPT, Llama, Gemma).
+        tokenizer: Its tokenizer (for the calibration text).
+        config: The settings; keyword arguments build one (``compress(model, tok, sparsity=0.5)``).
+    """
+    if config is None:
+        config = CompressionConfig(**kwargs)
+    elif kwargs:
+        config = config.copy(**kwargs)
+    else:
+        config = config.copy()  # the config is written back into; keep the caller's reusable
+    return apply_to_model(model, tokenizer, config)
+
+
+def record_eval(model: PreTrainedModel, name: str, value: float, protocol: str = "") -> None:
+    """Store a measured number in the config so the model card (and ``config.json``) carry it."""
+    cfg: CompressionConfig = model.config.quantization_config
+    cfg.eval_results = {**(cfg.eval_results or {}), name: {"value": round(float(value), 4), "protocol": protocol}}
+
+
+register_method(CompressionConfig, CompressionQuantizer)

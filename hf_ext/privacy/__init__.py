@@ -1,0 +1,69 @@
+"""Membership inference on causal LMs: the likelihood attacks (loss, zlib, min-k%, min-k%++) and SaMIA, which needs
+only sampled text, with one output format (higher score = member) and AUROC / TPR-at-FPR metrics.
+
+    >>> results = hf_ext.privacy.attack(model, tok, texts, labels, methods=["loss", "min_k", "samia"])
+    >>> results["samia"].auroc
+
+SaMIA is also an ``evaluate`` metric: ``evaluate.load("samia")`` (see ``hf_ext/metrics/samia``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_import_structure: dict[str, list[str]] = {
+    "attacks": ["attack", "AttackConfig", "AttackResult", "METHODS", "token_stats", "likelihood_scores"],
+    "samia": ["SamiaConfig", "run_samia", "samia_scores", "generate_samples", "rouge_n_recall", "split_prefix",
+              "strip_prompt", "zlib_length"],
+    "metrics": ["auroc", "tpr_at_fpr", "membership_metrics"],
+    "data": ["load_mia_dataset", "MIAData"],
+}
+_name_to_module = {name: mod for mod, names in _import_structure.items() for name in names}
+__all__ = [
+    "AttackConfig",
+    "AttackResult",
+    "METHODS",
+    "MIAData",
+    "SamiaConfig",
+    "attack",
+    "auroc",
+    "generate_samples",
+    "likelihood_scores",
+    "load_mia_dataset",
+    "membership_metrics",
+    "rouge_n_recall",
+    "run_samia",
+    "samia_scores",
+    "split_prefix",
+    "strip_prompt",
+    "token_stats",
+    "tpr_at_fpr",
+    "zlib_length",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _name_to_module:
+        value = getattr(importlib.import_module(f"{__name__}.{_name_to_module[name]}"), name)
+        globals()[name] = value
+        return value
+    if name in _import_structure:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from .attacks import METHODS, AttackConfig, AttackResult, attack, likelihood_scores, token_stats
+    from .data import MIAData, load_mia_dataset
+    from .metrics import auroc, membership_metrics, tpr_at_fpr
+    from .samia import (
+        SamiaConfig,
+        generate_samples,
+        rouge_n_recall,
+        run_samia,
+        samia_scores,
+        split_prefix,
+        strip_prompt,
+        zlib_length,
+    )

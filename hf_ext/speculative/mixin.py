@@ -1,0 +1,348 @@
+"""Speculative decoding through ``generate()``: the ``custom_generate`` function and a model mixin.
+
+``model.generate(**inputs, custom_generate=hf_ext.speculative.generate, draft_model=draft, num_draft_tokens="auto")``
+runs draft-and-verify decoding with the logits processors and stopping criteria ``generate`` prepared (temperature,
+top-k, top-p, repetition penalty, eos, ``max_new_tokens``, stop strings), left-padded batches, and KV caches for both
+models (cropped after every verification). Greedy output equals the target's plain greedy ``generate`` token for
+token; sampled output follows the target's distribution (rejection sampling, :mod:`.verify`).
+
+``num_draft_tokens="auto"`` times the target's forward for a few sizes once per (target, batch size), times the
+draft while it runs, estimates acceptance from the accepted lengths, and re-plans the lookahead every iteration with
+the analytical model (:mod:`.analytical`).
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache, GenerationConfig, LogitsProcessorList, PreTrainedModel, StoppingCriteriaList
+from transformers.generation.utils import GenerateDecoderOnlyOutput
+from transformers.utils import logging
+
+from .analytical import AcceptanceTracker, LatencyProfile, best_lookahead
+from .config import SpeculativeConfig
+from .drafts import DecodeState, Drafter, ModelDrafter
+from .verify import greedy_verify, lockstep_tokens, rejection_verify
+
+logger = logging.get_logger(__name__)
+
+# measured target profiles per (target model, batch size) and draft latencies per draft, reused across calls
+_TARGET_PROFILES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_DRAFT_LATENCY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# observed (passed, tested) acceptance counts per (draft, target), carried into the next call's estimate
+_ACCEPTANCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class SpeculativeStats:
+    """What one speculative ``generate`` call did; pass an instance as ``speculative_stats=`` to get it filled."""
+
+    gammas: list[int] = field(default_factory=list)
+    committed: list[int] = field(default_factory=list)  # tokens each row advanced per iteration (lockstep)
+    row_accepted: list[list[int]] = field(default_factory=list)  # accepted drafts of each active row, per iteration
+    draft_seconds: float = 0.0
+    target_seconds: float = 0.0
+    prefill_seconds: float = 0.0
+    seconds: float = 0.0
+    new_tokens: int = 0
+    acceptance: float = 0.0
+    profile: LatencyProfile | None = None
+
+    @property
+    def iterations(self) -> int:
+        return len(self.gammas)
+
+    @property
+    def mean_accepted_length(self) -> float:
+        """Tokens per row per iteration, bonus token included (TAR at this batch size)."""
+        return sum(self.committed) / len(self.committed) if self.committed else 0.0
+
+    @property
+    def row_mean_accepted_length(self) -> float:
+        """Tokens a row would emit per iteration on its own (its accepted drafts + 1), averaged over rows."""
+        flat = [n + 1 for row in self.row_accepted for n in row]
+        return sum(flat) / len(flat) if flat else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds else 0.0
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        """Tokens after the first per second after the prefill (what the analytical model predicts)."""
+        secs = self.seconds - self.prefill_seconds
+        return (self.new_tokens - 1) / secs if secs > 0 else 0.0
+
+
+def as_drafter(draft_model, target: PreTrainedModel) -> Drafter:
+    """Wrap ``draft_model`` (a ``PreTrainedModel`` or a :class:`Drafter`), checking it shares the vocabulary."""
+    if isinstance(draft_model, Drafter):
+        drafter = draft_model
+    elif isinstance(draft_model, PreTrainedModel):
+        drafter = ModelDrafter(draft_model)
+    else:
+        raise TypeError(
+            f"draft_model must be a PreTrainedModel or an hf_ext Drafter, got {type(draft_model).__name__}."
+        )
+    target_vocab = target.config.get_text_config().vocab_size
+    if drafter.vocab_size is not None and drafter.vocab_size != target_vocab:
+        raise ValueError(
+            f"The draft's vocabulary ({drafter.vocab_size} tokens) differs from the target's ({target_vocab}); "
+            "speculative decoding needs a draft with the target's tokenizer (universal assisted decoding across "
+            "tokenizers is not supported by hf_ext.speculative: use transformers' assistant_model with "
+            "tokenizer= and assistant_tokenizer= for that)."
+        )
+    return drafter
+
+
+def _check_num_draft_tokens(num_draft_tokens) -> None:
+    if num_draft_tokens == "auto":
+        return
+    if isinstance(num_draft_tokens, bool) or not isinstance(num_draft_tokens, int) or num_draft_tokens <= 0:
+        raise ValueError(f"num_draft_tokens must be a positive int or 'auto', got {num_draft_tokens!r}.")
+
+
+def _forward(model, state: DecodeState, tokens: torch.Tensor, start: int, cache, keep: int):
+    end = start + tokens.shape[1]
+    return model(input_ids=tokens, attention_mask=state.mask_upto(end), position_ids=state.pos_range(start, end),
+                 cache=cache, use_cache=True, logits_to_keep=keep)
+
+
+def _profile_target(model, state: DecodeState, cache, sizes) -> LatencyProfile:
+    """Time one target forward of each size on the current cache, then crop the probes away."""
+    profile = LatencyProfile()
+    start = state.ids.shape[1] - 1
+    for k in (1, *sizes):  # the first size-1 call is a warm-up
+        probe = state.ids[:, -1:].expand(-1, k)
+        t0 = time.perf_counter()
+        _forward(model, state, probe, start, cache, k)
+        seconds = time.perf_counter() - t0
+        cache.crop(-k)
+        profile.target[k] = seconds
+    return profile
+
+
+class _Lookahead:
+    """Fixed lookahead, or the analytical model's choice re-planned from measurements (``"auto"``)."""
+
+    def __init__(self, num_draft_tokens, cfg: SpeculativeConfig, profile: LatencyProfile | None,
+                 tracker: AcceptanceTracker):
+        self.fixed = None if num_draft_tokens == "auto" else int(num_draft_tokens)
+        self.cfg, self.profile, self.tracker = cfg, profile, tracker
+        self.planned: int | None = None
+        self.zero_run = 0
+
+    def choose(self, active_rows: int) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        if self.profile.draft is None:
+            return self.cfg.initial_draft_tokens
+        if self.planned is None or self.cfg.adapt:
+            self.planned = best_lookahead(self.tracker.rate, self.profile, self.cfg.max_draft_tokens,
+                                          batch_size=max(active_rows, 1)).gamma
+        if self.planned == 0:
+            self.zero_run += 1
+            # probing costs a draft catch-up over every token since the last proposal: only while unsure
+            if self.zero_run >= self.cfg.probe_every and self.tracker.tested < self.cfg.probe_until:
+                self.zero_run = 0
+                return 1
+        return self.planned
+
+
+@torch.no_grad()
+def generate(
+    model: PreTrainedModel,
+    input_ids: torch.LongTensor,
+    logits_processor: LogitsProcessorList,
+    stopping_criteria: StoppingCriteriaList,
+    generation_config: GenerationConfig,
+    draft_model=None,
+    num_draft_tokens: int | str = "auto",
+    speculative_config: SpeculativeConfig | None = None,
+    speculative_stats: SpeculativeStats | None = None,
+    synced_gpus: bool = False,
+    **model_kwargs,
+):
+    """Speculative decoding as a ``custom_generate`` for ``model.generate``.
+
+    Args:
+        model: The target model (passed by ``generate``).
+        input_ids: ``(B, L)`` prompt ids, left-padded for B > 1.
+        logits_processor: Processors prepared by ``generate`` (applied to target and draft scores).
+        stopping_criteria: Criteria prepared by ``generate`` (max length, eos, stop strings, ...).
+        generation_config: The resolved generation config (``do_sample`` chooses greedy or rejection sampling).
+        draft_model: A ``PreTrainedModel`` sharing the target's vocabulary, or a :class:`~.drafts.Drafter`.
+        num_draft_tokens: Lookahead: a positive int, or ``"auto"`` (analytical model, adapted during generation).
+        speculative_config: Optional :class:`SpeculativeConfig`.
+        speculative_stats: Optional :class:`SpeculativeStats` filled with what happened.
+        synced_gpus: Not supported (must be False).
+        **model_kwargs: ``attention_mask``, ``position_ids``, ``cache``, ``use_cache`` from ``generate``.
+
+    Returns:
+        The sequences ``(B, L + new)``, or a ``GenerateDecoderOnlyOutput`` with ``return_dict_in_generate=True``.
+    """
+    t_start = time.perf_counter()
+    if draft_model is None:
+        raise ValueError("hf_ext.speculative.generate needs draft_model= (a model or an hf_ext Drafter).")
+    _check_num_draft_tokens(num_draft_tokens)
+    cfg = speculative_config or SpeculativeConfig()
+    if synced_gpus:
+        raise NotImplementedError("synced_gpus is not supported by hf_ext.speculative.generate.")
+    if model.config.is_encoder_decoder:
+        raise NotImplementedError("hf_ext.speculative.generate supports decoder-only models.")
+    if generation_config.num_beams > 1:
+        raise ValueError(f"Speculative decoding is greedy or sampling, got num_beams={generation_config.num_beams}.")
+    drafter = as_drafter(draft_model, model)
+    stats = speculative_stats if speculative_stats is not None else SpeculativeStats()
+    do_sample = bool(generation_config.do_sample)
+    pad = generation_config._pad_token_tensor
+    has_eos = any(hasattr(c, "eos_token_id") for c in stopping_criteria)
+    max_length = generation_config.max_length
+    batch = input_ids.shape[0]
+
+    cache = model_kwargs.get("cache")
+    if cache is None:
+        cache = DynamicCache(config=model.config)
+    elif cache.get_seq_length() > 0:
+        raise ValueError("hf_ext.speculative.generate starts from an empty cache; got one holding tokens.")
+    mask = model_kwargs.get("attention_mask")
+    pos = model_kwargs.get("position_ids")
+    if pos is None:
+        pos = (mask.long().cumsum(-1) - 1).clamp_min(0) if mask is not None else torch.arange(
+            input_ids.shape[1], device=input_ids.device)[None]
+    state = DecodeState(input_ids, mask, pos.expand(batch, -1))
+    unfinished = torch.ones(batch, dtype=torch.long, device=input_ids.device)
+
+    def select(ctx: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not do_sample and len(logits_processor) == 0:
+            return logits.argmax(-1), None
+        scores = logits_processor(ctx, logits)
+        if not do_sample:
+            return scores.argmax(-1), None
+        probs = torch.softmax(scores, dim=-1)
+        return torch.multinomial(probs, 1).squeeze(1), probs
+
+    def commit(tokens: torch.Tensor) -> bool:
+        """Append tokens one at a time through the stopping criteria, as plain decoding does; True when done."""
+        nonlocal unfinished
+        for k in range(tokens.shape[1]):
+            nxt = tokens[:, k]
+            if has_eos:
+                nxt = nxt * unfinished + pad * (1 - unfinished)
+            state.ids = torch.cat([state.ids, nxt[:, None]], dim=1)
+            state.pos = torch.cat([state.pos, state.pos[:, -1:] + 1], dim=1)
+            if state.mask is not None:
+                state.mask = torch.cat([state.mask, state.mask.new_ones(batch, 1)], dim=1)
+            unfinished = unfinished & ~stopping_criteria(state.ids, None)
+            if not unfinished.any():
+                return True
+        return False
+
+    # prefill exactly as plain decoding does, so the first token is the target's own
+    t0 = time.perf_counter()
+    out = _forward(model, state, state.ids, 0, cache, 1)
+    first, _ = select(state.ids, out.logits[:, -1].to(copy=True, dtype=torch.float32))
+    stats.prefill_seconds = time.perf_counter() - t0
+    stats.target_seconds += stats.prefill_seconds
+    del out
+    done = commit(first[:, None])
+    cache.activate_past_recording()  # rejected states of sliding-window layers stay until `crop`
+
+    tracker = AcceptanceTracker(prior_rate=cfg.prior_acceptance, prior_weight=cfg.prior_weight)
+    seeded = (0.0, 0.0)
+    profile = None
+    if num_draft_tokens == "auto" and not done:
+        per_batch = _TARGET_PROFILES.setdefault(model, {})
+        if batch not in per_batch:
+            per_batch[batch] = _profile_target(model, state, cache, cfg.profile_sizes)
+        profile = per_batch[batch]
+        key = getattr(drafter, "model", drafter)
+        profile.draft = _DRAFT_LATENCY.get(key)
+        seen = _ACCEPTANCE.get(key, {}).get(model)
+        if seen is not None:
+            scale = min(1.0, cfg.carry_acceptance / max(seen[1], 1e-9))
+            tracker.passed, tracker.tested = seeded = (seen[0] * scale, seen[1] * scale)
+    controller = _Lookahead(num_draft_tokens, cfg, profile, tracker)
+    drafter.begin(state)
+
+    while not done:
+        t_iter = time.perf_counter()
+        length = state.ids.shape[1]
+        gamma = max(0, min(controller.choose(int(unfinished.sum())), max_length - length - 1))
+        n_steps = len(drafter.step_seconds)
+        if gamma > 0:
+            t0 = time.perf_counter()
+            proposal = drafter.propose(state, gamma, select)
+            stats.draft_seconds += time.perf_counter() - t0
+            draft, draft_probs = proposal.tokens[:, :gamma], proposal.probs
+            gamma = draft.shape[1]
+        else:
+            draft, draft_probs = state.ids.new_zeros(batch, 0), None
+        t0 = time.perf_counter()
+        out = _forward(model, state, torch.cat([state.ids[:, -1:], draft], dim=1), length - 1, cache, gamma + 1)
+        t_target = time.perf_counter() - t0
+        stats.target_seconds += t_target
+        logits = out.logits.float()
+        del out
+        if do_sample or len(logits_processor):
+            scores = torch.stack([logits_processor(torch.cat([state.ids, draft[:, :j]], dim=1), logits[:, j])
+                                  for j in range(gamma + 1)], dim=1)
+        else:
+            scores = logits
+        if do_sample:
+            n_acc, nxt = rejection_verify(draft, draft_probs, torch.softmax(scores, dim=-1))
+        else:
+            n_acc, nxt = greedy_verify(draft, scores.argmax(-1))
+        # without an eos criterion plain decoding keeps extending finished rows, so they still count
+        active = unfinished.bool() if has_eos else torch.ones_like(unfinished, dtype=torch.bool)
+        tokens = lockstep_tokens(draft, n_acc, nxt, active)
+        m = tokens.shape[1] - 1
+        stats.gammas.append(gamma)
+        stats.committed.append(m + 1)
+        if gamma > 0:
+            stats.row_accepted.append(n_acc[active].tolist())
+            tracker.observe(n_acc[active].tolist(), gamma)
+        done = commit(tokens)
+        if not done:
+            cache.crop(-(gamma - m))
+            drafter.commit(state.ids.shape[1] - 1)
+        if profile is not None:
+            profile.update_target(gamma + 1, t_target)
+            new_steps = drafter.step_seconds[n_steps:]
+            if new_steps:
+                profile.update_draft(sum(new_steps) / len(new_steps))
+            draft_time = sum(new_steps)
+            profile.update_overhead(time.perf_counter() - t_iter - t_target - draft_time)
+
+    if profile is not None and profile.draft is not None:
+        key = getattr(drafter, "model", drafter)
+        _DRAFT_LATENCY[key] = profile.draft
+        _ACCEPTANCE.setdefault(key, weakref.WeakKeyDictionary())[model] = (tracker.passed, tracker.tested)
+    stats.seconds = time.perf_counter() - t_start
+    stats.new_tokens = int(state.ids.shape[1] - input_ids.shape[1])
+    own_tested = tracker.tested - seeded[1]
+    stats.acceptance = (tracker.passed - seeded[0]) / own_tested if own_tested > 0 else 0.0
+    stats.profile = profile
+    if generation_config.return_dict_in_generate:
+        if generation_config.output_scores or generation_config.output_logits:
+            logger.warning("hf_ext.speculative.generate does not return scores or logits; only sequences.")
+        return GenerateDecoderOnlyOutput(sequences=state.ids, cache=cache)
+    return state.ids
+
+
+class SpeculativeGenerationMixin:
+    """Put first in a model's bases to get ``generate(..., draft_model=d, num_draft_tokens=...)``.
+
+    Example:
+        ``class MyOPT(SpeculativeGenerationMixin, OPTForCausalLM): ...`` then
+        ``MyOPT.from_pretrained(name).generate(**inputs, draft_model=draft, num_draft_tokens="auto")``.
+    """
+
+    def generate(self, *args, draft_model=None, num_draft_tokens: int | str = "auto", **kwargs):
+        if draft_model is None:
+            return super().generate(*args, **kwargs)
+        return super().generate(*args, custom_generate=generate, draft_model=draft_model,
+                                num_draft_tokens=num_draft_tokens, **kwargs)
