@@ -113,6 +113,8 @@ def speed_only(args) -> None:
 
     torch.set_num_threads(args.threads)
     model, tok = load_default_model()
+    # the loaded weights are file-backed (safetensors mmap); a copy puts dense and pruned in the same kind of memory
+    model = copy.deepcopy(model)
     stream = tokenize_stream(tok, load_text("pydocs", "eval")[200:260], max_tokens=600)
     prefill_ids = torch.cat([torch.tensor([tok.bos_token_id]), stream[:255]])[None]
     decode_ids = prefill_ids[:, :64]

@@ -101,7 +101,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.only and not any(o in name for o in args.only):
             continue
         mod = importlib.import_module(name)
-        rows.extend(mod.demo_rows(model, tokenizer, ctx))
+        t = time.perf_counter()
+        new = mod.demo_rows(model, tokenizer, ctx)
+        rows.extend(new)
+        print(f"[demo] {name.split('.')[1]}: {len(new)} row(s) in {time.perf_counter() - t:.0f} s", flush=True)
     print()
     _print_table(rows)
     return 0

@@ -63,3 +63,15 @@ def test_default_model_loads_and_is_gemma3():
     assert 260e6 < sum(p.numel() for p in model.parameters()) < 280e6
     res = perplexity(model, tok, "pydocs", seqlen=512, max_tokens=2044, progress=False)
     assert 5 < res.perplexity < 20
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+
+    from hf_ext.common.utils import _umask, atomic_write_text
+
+    atomic_write_text(tmp_path / "f.txt", "x")
+    with atomic_dir(tmp_path / "d"):
+        pass
+    assert (os.stat(tmp_path / "f.txt").st_mode & 0o777) == 0o666 & ~_umask()
+    assert (os.stat(tmp_path / "d").st_mode & 0o777) == 0o777 & ~_umask()

@@ -26,14 +26,6 @@ SMALL = dict(n_samples=2, seqlen=32, group_size=32)
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one thread avoids oversubscription on a shared CPU (about 2x faster here); restored after.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory):
     path = tmp_path_factory.mktemp("calib") / "calib.txt"

@@ -19,15 +19,6 @@ from hf_ext.compression.layer import CompressedLinear, quantize_kept
 from hf_ext.compression.metrics import check_nm, importance, nm_mask, unstructured_mask
 from hf_ext.compression.sparsegpt import reconstruction_error, sparsegpt_prune
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one thread avoids oversubscription on a shared CPU (about 2x faster here); restored after.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 # ------------------------------------------------------------------------------------------------ config
 
 
@@ -124,10 +115,13 @@ def test_mrp_prunes_redundant_blocks_more_and_meets_budget():
     blocks = [sample_block_scores([flat], 4096, gen), sample_block_scores([heavy], 4096, gen)]
     s, trace = mrp_allocation(blocks, 0.6, m=3.0, step=0.01)
     assert weighted_mean(s, [1.0, 1.0]) == pytest.approx(0.6, abs=1e-6)
-    assert s[0] > s[1] + 0.05
+    assert s[0] > s[1] + 0.02
     assert trace.steps > 10
+    for b in blocks:  # redundancy falls monotonically as a block is pruned, up to full sparsity
+        ratios = [b.non_outlier_ratio(x / 20, 3.0) for x in range(20)]
+        assert all(a >= c for a, c in zip(ratios, ratios[1:]))
     # the loop evens redundancy out: the final non-outlier ratios are closer than at the start
-    start = [1 - b.outlier_ratio(0.0, 3.0) for b in blocks]
+    start = [b.non_outlier_ratio(0.0, 3.0) for b in blocks]
     assert abs(trace.final_non_outlier[0] - trace.final_non_outlier[1]) < abs(start[0] - start[1])
 
 

@@ -24,14 +24,6 @@ from hf_ext.speculative import (
 spec_generate = hf_ext.speculative.generate
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: extra threads only add contention on a shared CPU (10x slower measured here)
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _random_batch(gen, batch, vocab=320, lo=3, hi=14):
     lengths = torch.randint(lo, hi, (batch,), generator=gen)
@@ -291,3 +283,26 @@ def test_auto_carries_latency_and_acceptance_across_calls():
     assert first.profile is second.profile and set(first.profile.target) >= {1, 2, 4, 8}  # target timed once
     assert draft in mixin._DRAFT_LATENCY and target in mixin._ACCEPTANCE[draft]
     assert 0.0 <= second.acceptance <= 1.0
+
+
+def test_drafts_made_by_our_own_compression_keep_greedy_identity(tiny_text_dir):
+    # A structurally pruned copy and a 3-bit any-precision copy of the target are drafts like any other
+    # same-vocabulary model: verification keeps the output the target's own.
+    import copy
+
+    from hf_ext.any_precision import AnyPrecisionConfig
+    from hf_ext.any_precision import quantize as any_precision_quantize
+    from hf_ext.structured import StructuredPruningConfig, prune_structured
+
+    target, tok = tiny_model("llama", seed=0)
+    pruned = prune_structured(copy.deepcopy(target), tok, StructuredPruningConfig(
+        ratio=0.35, criterion="activation", calibration=str(tiny_text_dir), n_samples=2, seqlen=32))
+    low_bit = any_precision_quantize(copy.deepcopy(target), tok, AnyPrecisionConfig(
+        seed_bits=2, max_bits=3, calibration=str(tiny_text_dir), n_samples=2, seqlen=32))
+    low_bit.set_precision(2)
+    ids, mask = _random_batch(torch.Generator().manual_seed(21), 3)
+    ref = target.generate(input_ids=ids, attention_mask=mask, max_new_tokens=20, do_sample=False)
+    for draft in (pruned, low_bit):
+        out = target.generate(input_ids=ids, attention_mask=mask, max_new_tokens=20, do_sample=False,
+                              custom_generate=spec_generate, draft_model=draft, num_draft_tokens=4)
+        assert torch.equal(out, ref)

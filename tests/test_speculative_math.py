@@ -22,15 +22,6 @@ from hf_ext.speculative.config import SpeculativeConfig
 from hf_ext.speculative.mixin import _Lookahead
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: extra threads only add contention on a shared CPU (10x slower measured here)
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize(
     "alpha,gamma,expected",
     [(0.5, 2, 1.75), (0.8, 4, 3.3616), (0.0, 5, 1.0), (1.0, 7, 8.0), (0.9, 1, 1.9), (0.25, 3, 1.328125)],

@@ -7,9 +7,10 @@ shifts and clips, found by bisection), so the global budget holds whatever the p
 * ``owl`` (Yin et al.): outlier ratio D_l = fraction of Wanda scores above ``M`` times their block mean; D is
   min-max normalized to [0, 2*lambda]; density_l = D'_l - mean(D') + (1 - S).
 * ``mrp`` (Gao et al., Maximum Redundancy Pruning): start dense; repeatedly add ``step`` sparsity to the most
-  redundant block(s), those with the highest non-outlier ratio ``1 - D_l`` where D_l is measured with the
-  chosen metric's scores on the current sparse block (pruned entries score 0, so pruning a block lowers its mean
-  score and raises its outlier ratio: redundancy falls as a block is pruned, and the loop evens it out). Our
+  redundant block(s), those with the highest non-outlier ratio: the fraction of the block's weights that are still
+  present and not outliers, outliers being scores above ``M`` times the mean score of the current sparse block
+  (pruned entries score 0), with the chosen metric. At the dense start this is ``1 - D_l`` (OWL's ratio); pruning
+  removes non-outliers and lowers the mean, so redundancy falls as a block is pruned and the loop evens it out. Our
   choices (the paper's values were not verifiable): ``step`` 0.01; blocks within ``tolerance`` of the highest
   ratio are pruned in the same step; a block stops at ``max_sparsity``; ratios are measured on a fixed random
   sample of score entries per linear with their exact per-row ranks (see :class:`BlockScores`); the scores come
@@ -87,10 +88,23 @@ class BlockScores:
 
     def outlier_ratio(self, sparsity: float, m: float) -> float:
         """Fraction of entries (pruned ones count as zeros) above ``m`` times the mean of the sparse block."""
+        return self._counts(sparsity, m)[1] / len(self.scores)
+
+    def non_outlier_ratio(self, sparsity: float, m: float) -> float:
+        """Fraction of entries still present and not outliers: the block's remaining redundancy.
+
+        Pruned weights are gone, so they are not counted as redundant ones; this keeps the measure decreasing as a
+        block is pruned (``1 - outlier_ratio`` alone rises again near full sparsity, where at most ``1 - s`` entries
+        can be outliers, and would pull an over-pruned block further).
+        """
+        kept, outliers = self._counts(sparsity, m)
+        return (kept - outliers) / len(self.scores)
+
+    def _counts(self, sparsity: float, m: float) -> tuple[int, int]:
         n = len(self.scores)
         k = int(np.searchsorted(self.prune_at, sparsity, side="left"))
         mean = self._suffix_sum[k] / n
-        return float(np.count_nonzero(self.scores[k:] > m * mean)) / n
+        return n - k, int(np.count_nonzero(self.scores[k:] > m * mean))
 
 
 def sample_block_scores(scores: list[torch.Tensor], sample_size: int, generator: torch.Generator) -> BlockScores:
@@ -124,7 +138,7 @@ def mrp_allocation(blocks: list[BlockScores], target: float, m: float, step: flo
     weights = [float(b.numel) for b in blocks]
     total = sum(weights)
     s = [0.0] * len(blocks)
-    redundancy = [1.0 - b.outlier_ratio(0.0, m) for b in blocks]
+    redundancy = [b.non_outlier_ratio(0.0, m) for b in blocks]
     budget = target * total
     used = 0.0
     steps = 0
@@ -140,7 +154,7 @@ def mrp_allocation(blocks: list[BlockScores], target: float, m: float, step: flo
                 break
             s[i] += add
             used += add * weights[i]
-            redundancy[i] = 1.0 - blocks[i].outlier_ratio(s[i], m)
+            redundancy[i] = blocks[i].non_outlier_ratio(s[i], m)
         steps += 1
     return rebalance(s, weights, target, hi=max_sparsity), MRPTrace(steps, redundancy)
 
