@@ -54,10 +54,10 @@ def _register() -> None:
 _register()
 
 if TYPE_CHECKING:
+    from .any_precision import AnyPrecisionConfig, AnyPrecisionLinear
     from .common.data import calibration_batches, load_text
     from .common.models import default_model_path, load_default_model, load_model, tiny_model
     from .common.perplexity import PerplexityResult, perplexity
-    from .any_precision import AnyPrecisionConfig, AnyPrecisionLinear
     from .compression import CompressionConfig, compress
     from .speculative import SpeculativeConfig, SpeculativeGenerationMixin
     from .structured import StructuredPruningConfig, prune_structured
