@@ -78,6 +78,9 @@ def main() -> int:
     p.add_argument("--baselines-from", default=None,
                    help="skip the dedicated / RTN baselines and read them from the log of an earlier run with the "
                         "same settings (lets the two halves run as separate processes on a busy machine)")
+    p.add_argument("--baseline-widths", type=int, nargs="*", default=None,
+                   help="only measure the dedicated / RTN baselines at these widths, log them and stop (fills in "
+                        "widths an earlier run skipped; its lines are in the --baselines-from log format)")
     args = p.parse_args()
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -109,6 +112,8 @@ def main() -> int:
     originals = {n: m.weight.detach().clone() for n, m in targets.items()}
 
     dedicated, dedicated_s, rtn = {}, {}, {}
+    if args.baseline_widths:
+        widths = args.baseline_widths
     for k in widths if args.baselines_from is None else []:
         start = time.perf_counter()
         with torch.no_grad():
@@ -123,6 +128,8 @@ def main() -> int:
         rtn[k] = ppl(model, tok, args)
         log(f"{k} bits: dedicated k-means ppl {dedicated[k]:.3f} ({dedicated_s[k]:.0f} s to quantize), "
             f"RTN g{args.rtn_group} ppl {rtn[k]:.3f}")
+    if args.baseline_widths:
+        return 0
     set_weights(targets, originals)
     del originals
 
