@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-ORDER = ["foundation", "compression", "llmc_baseline", "structured", "structured_speed", "any_precision", "gpu_any_precision",
+ORDER = ["foundation", "compression", "llmc_baseline", "structured", "structured_speed", "any_precision", "any_precision_speed", "gpu_any_precision",
          "speculative", "samia"]
 HEADER = """# Measured results
 
