@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-ORDER = ["foundation", "compression", "llmc_baseline", "structured", "structured_speed", "any_precision", "any_precision_speed", "gpu_any_precision",
-         "speculative", "samia"]
+ORDER = [
+    "foundation", "compression", "llmc_baseline", "structured", "structured_speed", "any_precision",
+    "any_precision_speed", "gpu_any_precision", "speculative", "samia",
+]
 HEADER = """# Measured results
 
 Every section below was written by the benchmark script it names (`make bench` runs them all), with the exact
