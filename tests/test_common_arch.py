@@ -50,3 +50,11 @@ def test_set_submodule_replaces_in_place():
     new = torch.nn.Linear(64, 64, bias=False)
     set_submodule(model, "model.decoder.layers.0.self_attn.q_proj", new)
     assert model.model.decoder.layers[0].self_attn.q_proj is new
+
+
+def test_is_skipped_matches_name_fragments_and_ignores_empty_ones():
+    from hf_ext.common.arch import is_skipped
+
+    assert is_skipped("model.layers.0.mlp.down_proj", ["down_proj"])
+    assert not is_skipped("model.layers.0.mlp.up_proj", ["down_proj", ""])
+    assert not is_skipped("model.layers.0.mlp.up_proj", None)

@@ -33,7 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.quantizers import auto as _auto
 from transformers.utils import logging
 
-from ..common.arch import named_block_linears, set_submodule
+from ..common.arch import is_skipped, named_block_linears, set_submodule
 from ..common.data import calibration_batches
 from ..common.quantizer import HfExtQuantizer, register_method
 from .config import AnyPrecisionConfig
@@ -48,11 +48,10 @@ logger = logging.get_logger(__name__)
 
 def target_linears(model: nn.Module, modules_to_not_convert: list[str] | None) -> dict[str, nn.Linear]:
     """The decoder linears to convert (every block projection except names containing a skipped substring)."""
-    skip = modules_to_not_convert or []
     out = {n: m for n, m in named_block_linears(model).items()
-           if isinstance(m, nn.Linear) and not any(s in n for s in skip)}
+           if isinstance(m, nn.Linear) and not is_skipped(n, modules_to_not_convert)}
     if not out:
-        raise ValueError(f"No decoder linears left to quantize (modules_to_not_convert={skip!r}).")
+        raise ValueError(f"No decoder linears left to quantize (modules_to_not_convert={modules_to_not_convert!r}).")
     return out
 
 

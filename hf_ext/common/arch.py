@@ -130,3 +130,11 @@ def set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
     parent_path, _, name = path.rpartition(".")
     parent = root.get_submodule(parent_path) if parent_path else root
     setattr(parent, name, module)
+
+
+def is_skipped(name: str, modules_to_not_convert: list[str] | None) -> bool:
+    """Whether a module name contains one of the (non-empty) ``modules_to_not_convert`` fragments.
+
+    The one rule every method applies to ``modules_to_not_convert``, so a fragment means the same everywhere.
+    """
+    return any(frag and frag in name for frag in modules_to_not_convert or ())

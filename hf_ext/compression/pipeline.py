@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from ..common.arch import get_arch, set_submodule
+from ..common.arch import get_arch, is_skipped, named_block_linears, set_submodule
 from ..common.capture import InputStats, SequentialRunner, collect_inputs
 from ..common.data import calibration_batches
 from ..common.utils import peak_rss_mib
@@ -37,7 +37,7 @@ logger = logging.get_logger(__name__)
 
 
 def _skipped(full_name: str, cfg: CompressionConfig) -> bool:
-    return any(frag and frag in full_name for frag in cfg.modules_to_not_convert)
+    return is_skipped(full_name, cfg.modules_to_not_convert)
 
 
 def prunable(block_name: str, linears: dict[str, nn.Module], cfg: CompressionConfig) -> dict[str, nn.Linear]:
@@ -46,7 +46,6 @@ def prunable(block_name: str, linears: dict[str, nn.Module], cfg: CompressionCon
 
 def check_shapes(model: nn.Module, cfg: CompressionConfig) -> None:
     """Fail before any work when a layer's input size does not fit the group size or the N:M pattern."""
-    from ..common.arch import named_block_linears
 
     nm = cfg.nm
     for name, mod in named_block_linears(model).items():
