@@ -24,7 +24,7 @@ _import_structure: dict[str, list[str]] = {
     "common.models": ["load_default_model", "load_model", "tiny_model", "default_model_path"],
     "common.data": ["load_text", "calibration_batches"],
     "common.perplexity": ["perplexity", "PerplexityResult"],
-    "compression": ["CompressionConfig", "compress"],
+    "compression": ["CompressionConfig", "compress", "compress_checkpoint"],
     "structured": ["StructuredPruningConfig", "prune_structured"],
     "any_precision": ["AnyPrecisionConfig", "AnyPrecisionLinear"],
     "speculative": ["SpeculativeGenerationMixin", "SpeculativeConfig"],
@@ -58,6 +58,6 @@ if TYPE_CHECKING:
     from .common.data import calibration_batches, load_text
     from .common.models import default_model_path, load_default_model, load_model, tiny_model
     from .common.perplexity import PerplexityResult, perplexity
-    from .compression import CompressionConfig, compress
+    from .compression import CompressionConfig, compress, compress_checkpoint
     from .speculative import SpeculativeConfig, SpeculativeGenerationMixin
     from .structured import StructuredPruningConfig, prune_structured

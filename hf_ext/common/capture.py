@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -85,7 +85,7 @@ def capture_block_inputs(
 
         return record
 
-    model_device = next(model.parameters()).device
+    model_device = model.get_input_embeddings().weight.device  # blocks may sit on meta (streamed from disk)
     try:
         for i, b in enumerate(blocks):
             b.forward = make_recorder(i)
@@ -138,11 +138,15 @@ class SequentialRunner:
         batch_size: Windows per block forward.
         device: Where each block runs (default: CUDA when present, else CPU). Blocks go back to where they were.
         progress: Show a progress bar over blocks.
+        offload: Where blocks come from and go back to: ``None`` moves each block to ``device`` and back; a
+            :class:`~hf_ext.common.offload.DiskOffload` reads it from the checkpoint and frees it afterwards.
     """
 
     def __init__(self, model: nn.Module, input_ids: torch.Tensor, batch_size: int = 1,
-                 device: torch.device | None = None, progress: bool = True, desc: str = "blocks"):
+                 device: torch.device | None = None, progress: bool = True, desc: str = "blocks",
+                 offload: BlockOffload | None = None):
         self.model = model
+        self.offload = offload or MoveBlocks()
         self.arch = get_arch(model)
         self.device = device or execution_device()
         self.progress = progress
@@ -152,13 +156,34 @@ class SequentialRunner:
     def __iter__(self) -> Iterator[BlockStep]:
         blocks = get_blocks(self.model)
         for i in tqdm(range(len(blocks)), desc=self.desc, disable=not self.progress):
-            block = blocks[i]
-            home = next(block.parameters()).device
-            block.to(self.device)
+            block, name = blocks[i], f"{self.arch.blocks}.{i}"
+            self.offload.onload(i, name, block, self.device)
             try:
-                yield BlockStep(i, f"{self.arch.blocks}.{i}", block, self.arch, self)
+                yield BlockStep(i, name, block, self.arch, self)
             finally:
-                block.to(home)
+                self.offload.offload(i, name, block)
+
+
+class BlockOffload(Protocol):
+    """How :class:`SequentialRunner` brings a block onto the execution device and puts it away afterwards."""
+
+    def onload(self, index: int, name: str, block: nn.Module, device: torch.device) -> None: ...
+
+    def offload(self, index: int, name: str, block: nn.Module) -> None: ...
+
+
+class MoveBlocks:
+    """The in-memory case: move the block to the execution device, then back where it was."""
+
+    def __init__(self) -> None:
+        self._home: dict[int, torch.device] = {}
+
+    def onload(self, index: int, name: str, block: nn.Module, device: torch.device) -> None:
+        self._home[index] = next(block.parameters()).device
+        block.to(device)
+
+    def offload(self, index: int, name: str, block: nn.Module) -> None:
+        block.to(self._home.pop(index))
 
 
 @torch.no_grad()
@@ -172,12 +197,16 @@ def forward_block_by_block(
     hidden = runner.inputs.hidden[0]
     arch = runner.arch
     norm = getattr(model.get_submodule(arch.final_norm.rpartition(".")[0]), arch.final_norm.rpartition(".")[2])
-    if norm is not None:  # OPT-350m has no final norm
-        hidden = norm.to(hidden.device)(hidden)
-    if arch.family == "opt" and getattr(model.model.decoder, "project_out", None) is not None:
-        hidden = model.model.decoder.project_out(hidden)
-    head = model.get_output_embeddings()
-    logits = head.to(hidden.device)(hidden)
+    tail = [m for m in (norm, getattr(model.model.decoder, "project_out", None) if arch.family == "opt" else None,
+                        model.get_output_embeddings()) if m is not None]  # OPT-350m has no final norm
+    homes = [next(m.parameters()).device for m in tail]
+    try:  # the tail runs on the execution device like the blocks, then goes back home (a tied head is the embedding)
+        for m in tail:
+            hidden = m.to(hidden.device)(hidden)
+    finally:
+        for m, home in zip(tail, homes):
+            m.to(home)
+    logits = hidden
     softcap = getattr(model.config, "final_logit_softcapping", None)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import json
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -69,6 +72,43 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def release_free_memory() -> None:
+    """Hand memory freed by the allocator back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    glibc raises its mmap threshold after large frees, so later tensors of up to 32 MB come from the heap and
+    their freed pages stay in the process: streaming a model block by block then grew by about one block per
+    block (measured: 1.2 GB to 2.4 GB over 12 blocks of a 0.7 B OPT), as if nothing were freed.
+    """
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
+    """Serve every allocation above ``nbytes`` with its own mmap, returned to the OS when freed (glibc only).
+
+    Process-wide and permanent: it turns off glibc's growing threshold (see :func:`release_free_memory`), which
+    otherwise lets the temporaries of one block fragment the heap. Measured on a 0.7 B OPT streamed from disk: peak
+    RSS 1.55 GB with it, 1.87 GB with only ``malloc_trim`` after each block, 3.1 GB with neither.
+    """
+    if _LIBC is not None:
+        _LIBC.mallopt(-3, int(nbytes))  # -3 is M_MMAP_THRESHOLD in glibc's malloc.h
+
+
+def _load_libc():
+    if sys.platform != "linux":
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018  (musl has none)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def peak_rss_mib() -> float:

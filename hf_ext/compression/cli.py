@@ -24,6 +24,9 @@ def register(subparsers, eval_subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval", default=None, help="also measure perplexity on this text source (recorded in the card)")
     p.add_argument("--eval-max-tokens", type=int, default=None)
+    p.add_argument("--low-memory", action="store_true",
+                   help="stream the (safetensors) checkpoint from disk one block at a time instead of loading it: "
+                        "for models larger than memory")
     p.set_defaults(func=cmd_compress)
 
 
@@ -41,6 +44,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         bits=args.bits, group_size=args.group_size, calibration=args.calibration, n_samples=args.n_samples,
         seqlen=args.seqlen, seed=args.seed,
     )
+    if args.low_memory:
+        return _compress_from_disk(args, cfg)
     path = resolve_model_path(args.model)
     model = AutoModelForCausalLM.from_pretrained(path, quantization_config=cfg)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -57,4 +62,17 @@ def cmd_compress(args: argparse.Namespace) -> int:
         report.save(tmp)
     print(f"Saved to {out} (README.md, compression_report.md, compression_report.png; achieved sparsity "
           f"{report.achieved_sparsity:.4f}).")
+    return 0
+
+
+def _compress_from_disk(args: argparse.Namespace, cfg) -> int:
+    from .from_disk import compress_checkpoint
+
+    if args.eval:
+        raise ValueError("--eval needs the whole model in memory, which --low-memory avoids; measure the output "
+                         "folder afterwards with `hf-ext eval ppl --model OUT`.")
+    report = compress_checkpoint(args.model, args.out, cfg)
+    print(report.to_markdown())
+    print(f"Saved to {args.out}, compressed from disk one block at a time (achieved sparsity "
+          f"{report.achieved_sparsity:.4f}, peak RSS {report.peak_rss_mib:.0f} MiB).")
     return 0

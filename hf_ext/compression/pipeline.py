@@ -9,6 +9,7 @@ time; calibration activations are the only other large state.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 from transformers.utils import logging
 
 from ..common.arch import get_arch, is_skipped, named_block_linears, set_submodule
-from ..common.capture import InputStats, SequentialRunner, collect_inputs
+from ..common.capture import BlockOffload, BlockStep, InputStats, SequentialRunner, collect_inputs
 from ..common.data import calibration_batches
 from ..common.utils import peak_rss_mib
 from .allocation import (
@@ -96,15 +97,15 @@ class AllocationStats:
 
 @torch.no_grad()
 def collect_allocation_stats(model: nn.Module, ids: torch.Tensor, cfg: CompressionConfig, owl: bool = True,
-                             mrp_metrics: tuple[str, ...] = (), hessian_sparsities: tuple[float, ...] = ()
-                             ) -> AllocationStats:
+                             mrp_metrics: tuple[str, ...] = (), hessian_sparsities: tuple[float, ...] = (),
+                             offload: BlockOffload | None = None) -> AllocationStats:
     """One sequential pass over the dense model collecting what the requested allocations need."""
     start = time.perf_counter()
     gram = bool(hessian_sparsities) or "sparsegpt" in mrp_metrics
     gen = torch.Generator().manual_seed(cfg.seed)
     out = AllocationStats(owl_m=cfg.owl_m, mrp={m: [] for m in mrp_metrics},
                           hessian={float(s): [] for s in hessian_sparsities})
-    runner = SequentialRunner(model, ids, batch_size=cfg.batch_size, desc="allocation statistics")
+    runner = SequentialRunner(model, ids, batch_size=cfg.batch_size, desc="allocation statistics", offload=offload)
     for step in runner:
         linears = prunable(step.name, step.linears, cfg)
         with collect_inputs(linears, gram=gram) as stats:
@@ -153,7 +154,8 @@ def allocation_from_stats(stats: AllocationStats, cfg: CompressionConfig) -> tup
     return uniform_allocation(len(stats.sizes), cfg.sparsity), []
 
 
-def allocate(model: nn.Module, ids: torch.Tensor, cfg: CompressionConfig) -> tuple[list[float], list[str]]:
+def allocate(model: nn.Module, ids: torch.Tensor, cfg: CompressionConfig, offload: BlockOffload | None = None
+             ) -> tuple[list[float], list[str]]:
     """Per-block sparsities for ``cfg``: given ones (``cfg.block_sparsities``), uniform, or from a statistics pass."""
     n_blocks = len(model.get_submodule(get_arch(model).blocks))
     if cfg.block_sparsities is not None:
@@ -166,7 +168,7 @@ def allocate(model: nn.Module, ids: torch.Tensor, cfg: CompressionConfig) -> tup
         return uniform_allocation(n_blocks, cfg.sparsity), []
     stats = collect_allocation_stats(
         model, ids, cfg, owl=cfg.allocation == "owl", mrp_metrics=(cfg.metric,) if cfg.allocation == "mrp" else (),
-        hessian_sparsities=(cfg.sparsity,) if cfg.allocation == "hessian" else (),
+        hessian_sparsities=(cfg.sparsity,) if cfg.allocation == "hessian" else (), offload=offload,
     )
     return allocation_from_stats(stats, cfg)
 
@@ -187,8 +189,17 @@ def compress_linear(linear: nn.Linear, stats: InputStats, sparsity: float, cfg: 
 
 
 @torch.no_grad()
-def compress_model(model: nn.Module, tokenizer, cfg: CompressionConfig) -> CompressionReport:
-    """Calibrate, allocate, prune and pack ``model`` in place; writes the reload fields into ``cfg``."""
+def compress_model(model: nn.Module, tokenizer, cfg: CompressionConfig, offload: BlockOffload | None = None,
+                   on_block_done: Callable[[BlockStep], None] | None = None) -> CompressionReport:
+    """Calibrate, allocate, prune and pack ``model`` in place; writes the reload fields into ``cfg``.
+
+    Args:
+        model: The float model.
+        tokenizer: Its tokenizer (calibration text).
+        cfg: The settings.
+        offload: Where blocks come from (default: they are in memory; see ``common.offload.DiskOffload``).
+        on_block_done: Called with each compressed block before it is put away (the from-disk path saves it).
+    """
     start = time.perf_counter()
     arch = get_arch(model)
     check_shapes(model, cfg)
@@ -197,12 +208,12 @@ def compress_model(model: nn.Module, tokenizer, cfg: CompressionConfig) -> Compr
     ids = calibration_batches(tokenizer, cfg.calibration, cfg.n_samples, cfg.seqlen, cfg.seed)
     was_training = model.training
     model.eval()
-    block_targets, notes = allocate(model, ids, cfg)
+    block_targets, notes = allocate(model, ids, cfg, offload)
     report = CompressionReport(settings=cfg.describe(), allocation=cfg.allocation, block_targets=block_targets,
                                notes=notes)
     layers: dict[str, int] = {}
     dtype = None
-    runner = SequentialRunner(model, ids, batch_size=cfg.batch_size, desc=f"{cfg.metric} pruning")
+    runner = SequentialRunner(model, ids, batch_size=cfg.batch_size, desc=f"{cfg.metric} pruning", offload=offload)
     for step in runner:
         linears = prunable(step.name, step.linears, cfg)
         target = block_targets[step.index]
@@ -217,6 +228,8 @@ def compress_model(model: nn.Module, tokenizer, cfg: CompressionConfig) -> Compr
             report.layers.append(LayerRow(full, step.index, target, new.sparsity, new.nnz, new.weight.numel()))
         del stats
         step.advance()
+        if on_block_done is not None:
+            on_block_done(step)
     model.train(was_training)
     if not layers:
         raise ValueError(f"No linear was compressed (modules_to_not_convert={cfg.modules_to_not_convert}).")
