@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 ORDER = [
-    "foundation", "compression", "llmc_baseline", "structured", "structured_speed", "any_precision",
+    "foundation", "compression", "compression_disk", "llmc_baseline", "structured", "structured_speed", "any_precision",
     "any_precision_speed", "gpu_any_precision", "speculative", "samia",
 ]
 HEADER = """# Measured results
@@ -15,10 +15,10 @@ Every section below was written by the benchmark script it names (`make bench` r
 command, the machine and the date. Each compares hf-ext against the baseline a user would otherwise pick, in the
 same run. Numbers are what was measured, including where we lose.
 
-Machine: a 2-core Intel Xeon VM with 24 GiB and no GPU (the GPU section used a lent H200 once). Most sections were
-measured on 2026-11-26 while six jobs shared those 2 cores (load average 12-18): their wall times are inflated and
-say so; where a section gives CPU seconds, those are the comparable figure. Sections dated 10:30 UTC or later ran on
-a nearly idle machine.
+Machine: a 2-core Intel Xeon VM with 24 GiB and no GPU; two sections ran on lent GPUs (the any-precision kernel on an
+H200, SaMIA on an H100) and say so. Many sections were measured on 2026-11-26 before 10:30 UTC while six jobs shared
+those 2 cores (load average 12-18): their wall times are inflated and say so; where a section gives CPU seconds,
+those are the comparable figure. Sections dated 10:30 UTC or later ran on a nearly idle machine.
 """
 
 

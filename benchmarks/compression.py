@@ -19,6 +19,7 @@ import copy
 import json
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -121,7 +122,7 @@ def run_ours(model, tok, settings: list[dict], args) -> list[dict]:
 
 def run_llmc(args, tmp: Path) -> tuple[list[dict], str]:
     if args.llmc_json:
-        return json.loads(Path(args.llmc_json).read_text()), f"reused {args.llmc_json}"
+        return json.loads(Path(args.llmc_json).read_text()), args.llmc_note or f"reused {args.llmc_json}"
     script = REPO / "benchmarks" / "llmc_baseline.py"
     if not script.is_file():
         return [], "benchmarks/llmc_baseline.py not present"
@@ -189,6 +190,18 @@ def llmc_label(r: dict) -> str:
     return out + ("" if r.get("profile", "uniform") == "uniform" else f" ({r['profile']})")
 
 
+def side_by_side(rows: list[dict], llmc: list[dict]) -> list[tuple[dict, dict]]:
+    """hf-ext rows paired with the llm-compressor run of the same metric, sparsity and allocation (no bits)."""
+    theirs = {(r["method"], round(r["sparsity"], 3), r.get("profile", "uniform")): r for r in llmc
+              if r.get("ppl") and not r.get("bits") and r.get("sparsity") is not None}
+    out = []
+    for r in rows:
+        key = (r["metric"], round(r["sparsity"], 3), r["allocation"])
+        if not r.get("skipped") and not r.get("bits") and key in theirs:
+            out.append((r, theirs[key]))
+    return out
+
+
 def report(dense, rows, llmc, llmc_note, size, args, command: str) -> str:
     lines = [
         "# Compression: MRP / OWL / uniform allocation, Wanda / SparseGPT, sparse + low-bit (Gemma 3 270M)",
@@ -214,6 +227,17 @@ def report(dense, rows, llmc, llmc_note, size, args, command: str) -> str:
         lines.append(f"| {label(r)} | {r['ppl']:.3f} | {r['achieved']:.4f} | {r['seconds']:.1f} | "
                      f"{r['cpu_seconds']:.0f} | {min(r['blocks']):.3f} / {max(r['blocks']):.3f} |")
     lines += ["", f"## llm-compressor 0.14.0.1 (`oneshot`, own venv): {llmc_note}", ""]
+    pairs = side_by_side(rows, llmc)
+    if pairs:
+        lines += ["Side by side (same calibration windows, same evaluation; ratio = hf-ext / llm-compressor "
+                  "perplexity, below 1 means hf-ext is better):", "",
+                  "| setting | hf-ext | llm-compressor | ratio | hf-ext CPU s | llm-compressor CPU s |",
+                  "|---|---|---|---|---|---|"]
+        for ours, theirs in pairs:
+            lines.append(f"| {label(ours)} | {ours['ppl']:.3f} | {theirs['ppl']:.3f} | "
+                         f"{ours['ppl'] / theirs['ppl']:.3f} | {ours['cpu_seconds']:.0f} | "
+                         f"{theirs.get('cpu_seconds', 0):.0f} |")
+        lines += ["", "All llm-compressor runs:", ""]
     if llmc:
         lines += ["| setting | perplexity | oneshot wall s | zero fraction | error |", "|---|---|---|---|---|"]
         for r in llmc:
@@ -273,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--llmc-json", default=None, help="reuse results of llmc_baseline.py --json instead of running")
     p.add_argument("--llmc-grid", default="sparsegpt:0.7,wanda:0.7,sparsegpt:0.7:owl,wanda:0.7:owl,sparsegpt:0.5,"
                                           "wanda:0.5")
+    p.add_argument("--llmc-note", default=None, help="how the reused --llmc-json was produced (printed in the report)")
     p.add_argument("--llmc-timeout-min", type=float, default=20.0)
     p.add_argument("--no-size", action="store_true", help="skip the CLI checkpoint-size / RSS run")
     p.add_argument("--size-json", default=None, help="use this result of a separate CLI size / RSS run")
@@ -280,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "python benchmarks/compression.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python benchmarks/compression.py " + shlex.join(sys.argv[1:] if argv is None else argv)
 
     import hf_ext  # noqa: F401
     from hf_ext.common.models import load_model
