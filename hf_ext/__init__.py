@@ -8,7 +8,9 @@ any-precision checkpoints reload with plain ``from_pretrained``) and installs it
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .common.import_utils import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -31,18 +33,8 @@ _import_structure: dict[str, list[str]] = {
 }
 _SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics")
 
-_name_to_module = {name: mod for mod, names in _import_structure.items() for name in names}
-__all__ = sorted(_name_to_module) + list(_SUBPACKAGES)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _name_to_module:
-        value = getattr(importlib.import_module(f"{__name__}.{_name_to_module[name]}"), name)
-        globals()[name] = value
-        return value
-    if name in _SUBPACKAGES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = sorted(n for names in _import_structure.values() for n in names) + list(_SUBPACKAGES)
+__getattr__ = lazy_getattr(__name__, globals(), _import_structure, _SUBPACKAGES)
 
 
 def _register() -> None:

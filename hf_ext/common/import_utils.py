@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+from collections.abc import Callable, Iterable
+from typing import Any
 
 _EXTRA_OF = {
     "gguf": "gguf",
@@ -36,3 +39,28 @@ def is_triton_available() -> bool:
     import torch
 
     return torch.cuda.is_available() and is_available("triton")
+
+
+def lazy_getattr(package: str, namespace: dict[str, Any], import_structure: dict[str, list[str]],
+                 submodules: Iterable[str] = ()) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that imports public names on first access (trl's ``_import_structure`` pattern).
+
+    Args:
+        package: The package's ``__name__``.
+        namespace: Its ``globals()``, where a resolved name is cached.
+        import_structure: ``{submodule: [public names it defines]}``.
+        submodules: Submodules returned as attributes themselves (``hf_ext.privacy``).
+    """
+    name_to_module = {name: mod for mod, names in import_structure.items() for name in names}
+    modules = set(submodules) | set(import_structure)
+
+    def __getattr__(name: str) -> Any:
+        if name in name_to_module:
+            value = getattr(importlib.import_module(f"{package}.{name_to_module[name]}"), name)
+            namespace[name] = value
+            return value
+        if name in modules:
+            return importlib.import_module(f"{package}.{name}")
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -9,8 +9,9 @@ SaMIA is also an ``evaluate`` metric: ``evaluate.load("samia")`` (see ``hf_ext/m
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..common.import_utils import lazy_getattr
 
 _import_structure: dict[str, list[str]] = {
     "attacks": ["attack", "AttackConfig", "AttackResult", "METHODS", "token_stats", "likelihood_scores"],
@@ -19,7 +20,6 @@ _import_structure: dict[str, list[str]] = {
     "metrics": ["auroc", "tpr_at_fpr", "membership_metrics"],
     "data": ["load_mia_dataset", "MIAData"],
 }
-_name_to_module = {name: mod for mod, names in _import_structure.items() for name in names}
 __all__ = [
     "AttackConfig",
     "AttackResult",
@@ -43,14 +43,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _name_to_module:
-        value = getattr(importlib.import_module(f"{__name__}.{_name_to_module[name]}"), name)
-        globals()[name] = value
-        return value
-    if name in _import_structure:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, globals(), _import_structure)
 
 
 if TYPE_CHECKING:
