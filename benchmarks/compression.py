@@ -226,7 +226,7 @@ def report(dense, rows, llmc, llmc_note, size, args, command: str) -> str:
             continue
         lines.append(f"| {label(r)} | {r['ppl']:.3f} | {r['achieved']:.4f} | {r['seconds']:.1f} | "
                      f"{r['cpu_seconds']:.0f} | {min(r['blocks']):.3f} / {max(r['blocks']):.3f} |")
-    lines += ["", f"## llm-compressor 0.14.0.1 (`oneshot`, own venv): {llmc_note}", ""]
+    lines += ["", "## llm-compressor 0.14.0.1 (`oneshot`, own venv)", "", f"Runs: {llmc_note}.", ""]
     pairs = side_by_side(rows, llmc)
     if pairs:
         lines += ["Side by side (same calibration windows, same evaluation; ratio = hf-ext / llm-compressor "
