@@ -87,8 +87,7 @@ class SafetensorsCheckpoint:
              ) -> dict[str, torch.Tensor]:
         """Read tensors ``keys`` (floating-point ones cast to ``dtype``) onto ``device``.
 
-        Each file is opened for the call only: a handle kept open would keep every page read through its memory
-        map resident, and the process would grow to the checkpoint's size over a pass.
+        Each file is opened for this call only, so no handle (and no memory map) outlives the tensors read.
         """
         by_file: dict[Path, list[str]] = {}
         for key in keys:
@@ -110,10 +109,12 @@ class SafetensorsCheckpoint:
         so we copy byte ranges of the (documented) format instead: an 8-byte little-endian header size, a JSON
         header of dtype / shape / data_offsets, then the raw data. Returns the data bytes written.
         """
-        entries, sources, offset = {}, [], 0
+        entries, sources, offset, headers = {}, [], 0, {}
         for out_name, key in names.items():
             file = self.weight_map[key]
-            header, data_start = _read_header(file)
+            if file not in headers:
+                headers[file] = _read_header(file)
+            header, data_start = headers[file]
             meta = header[key]
             begin, end = meta["data_offsets"]
             span = [offset, offset + end - begin]

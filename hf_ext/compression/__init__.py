@@ -4,6 +4,7 @@ low-bit quantization, through transformers' quantization mechanism.
     cfg = hf_ext.CompressionConfig(sparsity=0.7, allocation="mrp", metric="sparsegpt", bits=4)
     model = AutoModelForCausalLM.from_pretrained(path, quantization_config=cfg)
     model.save_pretrained(out)       # reloads with from_pretrained after `import hf_ext`
+    hf_ext.compress_checkpoint(path, out, cfg)   # the same from disk, one block in memory (larger-than-RAM models)
 """
 
 from .config import CompressionConfig
