@@ -140,7 +140,10 @@ def report(args, rows, control_rows, train_losses, t_train, total, max_words, pa
         md += ("\n\nControl: the same attacks on the model before fine-tuning (no text is a member yet, so every "
                "AUROC should be near 0.5; a value far from it would reveal a difference between the two sets)."
                "\n\n" + table(header, control_rows))
-    cpu_note = "" if torch.cuda.is_available() else " This CPU was shared with other jobs: times are upper bounds."
+    load = os.getloadavg()[0]
+    cpu_note = "" if torch.cuda.is_available() else (
+        f" Load average when this was written: {load:.1f} on {os.cpu_count()} cores"
+        + (" (shared CPU: times are upper bounds)." if load > 1.5 * (os.cpu_count() or 1) else "."))
     tiny = " [--tiny smoke test: numbers meaningless]" if args.tiny else ""
     partial_note = " PARTIAL: the run was still going when this was written." if partial else ""
     body = f"""
