@@ -10,9 +10,10 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 import hf_ext  # noqa: F401  (registers the quantization methods)
+from hf_ext.common.arch import UnsupportedArchitectureError
 from hf_ext.common.models import tiny_model
 from hf_ext.common.offload import DiskOffload, SafetensorsCheckpoint
 from hf_ext.compression import CompressionConfig, compress, compress_checkpoint
@@ -107,6 +108,12 @@ def test_from_disk_errors_leave_nothing(calib, tmp_path):
     with pytest.raises(KeyError, match="model.layers.2.mlp.down_proj.weight"):
         compress_checkpoint(src, out, CompressionConfig(calibration=calib, **SMALL))
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    gpt2 = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=320)).save_pretrained(gpt2)
+    tiny_model("llama")[1].save_pretrained(gpt2)
+    with pytest.raises(UnsupportedArchitectureError, match="gpt2"):
+        compress_checkpoint(gpt2, out, CompressionConfig(calibration=calib, **SMALL))
+    assert not out.exists()
     used = CompressionConfig(calibration=calib, **SMALL)
     used.compressed_layers = {"x": 1}
     with pytest.raises(ValueError, match="already used"):
