@@ -162,7 +162,8 @@ variants) in full for each method. Total wall time {total:.0f} s.{cpu_note}{part
 """
     if not partial:
         print(md)
-    print(write_section(args.name, "SaMIA membership inference (benchmarks/samia.py)", body))
+    title = f"SaMIA membership inference (benchmarks/samia.py, {device_name()}, {args.n} + {args.n} texts)"
+    print(write_section(args.name, title, body))
 
 
 if __name__ == "__main__":
