@@ -28,6 +28,22 @@ def device(request):
     return torch.device(request.param)
 
 
+CALIBRATION_TEXT = (
+    "Python is a programming language that lets you work quickly and integrate systems more effectively. "
+    "A function returns a value; a module groups functions and classes. The quick brown fox jumps over the "
+    "lazy dog. def main(): return 0 if x > 1 else None. Large language models predict the next token. "
+    "Sparse weights save memory, and quantized weights save even more.\n\n"
+)
+
+
+@pytest.fixture(scope="session")
+def calib(tmp_path_factory) -> str:
+    """Path of a small English text file that calibration-based methods read in tests."""
+    path = tmp_path_factory.mktemp("calib") / "calib.txt"
+    path.write_text(CALIBRATION_TEXT * 40)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def tiny_text_dir(tmp_path_factory):
     """A folder of small English documents (stands in for python3.11-doc / WikiText in tests)."""

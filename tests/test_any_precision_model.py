@@ -19,25 +19,15 @@ from hf_ext.any_precision.model import evaluate_precisions
 from hf_ext.common.models import tiny_model
 from hf_ext.common.quantizer import replaced_modules
 
-TEXT = ("Python is a programming language that lets you work quickly. A function returns a value; a module "
-        "groups functions and classes. The quick brown fox jumps over the lazy dog. def main(): return 0 if x > 1 "
-        "else None.\n")
 SETTINGS = {"llama": dict(seed_bits=3, max_bits=8), "opt": dict(seed_bits=2, max_bits=5)}
 
 
-@pytest.fixture(scope="module")
-def text_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("text") / "calib.txt"
-    path.write_text(TEXT * 60)
-    return path
-
-
-def _config(text_file, family, **extra):
-    return AnyPrecisionConfig(calibration=str(text_file), n_samples=2, seqlen=48, **SETTINGS[family], **extra)
+def _config(calib, family, **extra):
+    return AnyPrecisionConfig(calibration=calib, n_samples=2, seqlen=48, **SETTINGS[family], **extra)
 
 
 @pytest.fixture(scope="module")
-def checkpoints(text_file, tmp_path_factory):
+def checkpoints(calib, tmp_path_factory):
     """family -> (family, quantized model, tokenizer, float reference model, checkpoint folder), built once."""
     built = {}
 
@@ -45,7 +35,7 @@ def checkpoints(text_file, tmp_path_factory):
         if family not in built:
             ref, tok = tiny_model(family)
             model, _ = tiny_model(family)
-            quantize(model, tok, _config(text_file, family))
+            quantize(model, tok, _config(calib, family))
             out = tmp_path_factory.mktemp(f"ckpt_{family}")
             model.save_pretrained(out)
             tok.save_pretrained(out)
@@ -205,11 +195,11 @@ def test_corrupted_checkpoint_raises(saved_opt, tmp_path):
         AutoModelForCausalLM.from_pretrained(nolist)
 
 
-def test_from_pretrained_with_config_quantizes_a_float_checkpoint(text_file, tmp_path):
+def test_from_pretrained_with_config_quantizes_a_float_checkpoint(calib, tmp_path):
     model, tok = tiny_model("llama")
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    cfg = AnyPrecisionConfig(calibration=str(text_file), n_samples=2, seqlen=48, seed_bits=2, max_bits=3)
+    cfg = AnyPrecisionConfig(calibration=calib, n_samples=2, seqlen=48, seed_bits=2, max_bits=3)
     q = AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=cfg)
     assert q.precisions == [2, 3]
     assert len(replaced_modules(q, AnyPrecisionLinear)) == 21
@@ -217,9 +207,9 @@ def test_from_pretrained_with_config_quantizes_a_float_checkpoint(text_file, tmp
     assert q.config.quantization_config.default_precision == 2
 
 
-def test_card_lists_measured_perplexity(saved_opt, text_file, tmp_path):
+def test_card_lists_measured_perplexity(saved_opt, calib, tmp_path):
     family, model, tok, *_ = saved_opt
-    results = evaluate_precisions(model, tok, data=str(text_file), seqlen=32, max_tokens=62)
+    results = evaluate_precisions(model, tok, data=calib, seqlen=32, max_tokens=62)
     assert sorted(results) == model.precisions and all(r["perplexity"] > 1 for r in results.values())
     model.save_pretrained(tmp_path)
     card = (tmp_path / "README.md").read_text()
@@ -227,14 +217,14 @@ def test_card_lists_measured_perplexity(saved_opt, text_file, tmp_path):
         assert f"| {k} | {r['perplexity']:.3f} |" in card
 
 
-def test_cli_anyprec(text_file, tmp_path):
+def test_cli_anyprec(calib, tmp_path):
     from hf_ext.cli import main
 
     model, tok = tiny_model("opt")
     model.save_pretrained(tmp_path / "src")
     tok.save_pretrained(tmp_path / "src")
     rc = main(["anyprec", str(tmp_path / "src"), "--seed-bits", "2", "--max-bits", "3", "--out", str(tmp_path / "o"),
-               "--calibration", str(text_file), "--n-samples", "2", "--seqlen", "32", "--eval-tokens", "0"])
+               "--calibration", calib, "--n-samples", "2", "--seqlen", "32", "--eval-tokens", "0"])
     assert rc == 0
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "o").precisions == [2, 3]
     assert main(["anyprec", str(tmp_path / "src"), "--seed-bits", "4", "--max-bits", "3", "--out",

@@ -17,20 +17,8 @@ from hf_ext.common.models import tiny_model
 from hf_ext.compression import CompressedLinear, CompressionConfig, compress
 from hf_ext.compression.metrics import check_nm
 
-TEXT = (
-    "Python is a programming language that lets you work quickly and integrate systems more effectively. "
-    "A function returns a value; a module groups functions and classes. The quick brown fox jumps over the lazy "
-    "dog. Sparse weights save memory, and quantized weights save even more. def main(): return 0\n\n"
-)
 SMALL = dict(n_samples=2, seqlen=32, group_size=32)
 
-
-
-@pytest.fixture(scope="module")
-def calib(tmp_path_factory):
-    path = tmp_path_factory.mktemp("calib") / "calib.txt"
-    path.write_text(TEXT * 40)
-    return str(path)
 
 
 def _linears(model):

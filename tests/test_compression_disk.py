@@ -18,16 +18,7 @@ from hf_ext.common.models import tiny_model
 from hf_ext.common.offload import DiskOffload, SafetensorsCheckpoint
 from hf_ext.compression import CompressionConfig, compress, compress_checkpoint
 
-TEXT = ("Sparse weights save memory, and quantized weights save even more. The quick brown fox jumps over the lazy "
-        "dog while a function returns a value and a module groups functions and classes.\n\n")
 SMALL = dict(n_samples=2, seqlen=32, group_size=32)
-
-
-@pytest.fixture(scope="module")
-def calib(tmp_path_factory):
-    path = tmp_path_factory.mktemp("calib_disk") / "calib.txt"
-    path.write_text(TEXT * 40)
-    return str(path)
 
 
 def _save_tiny(family: str, folder, max_shard_size: str | None = None):

@@ -19,18 +19,6 @@ from hf_ext.structured.pruner import compute_scores, plan_for, select_groups, se
 from hf_ext.structured.surgery import count_prunable, gated
 
 FAMILIES = ("opt", "llama", "gemma")
-TEXT = ("Python is a programming language that lets you work quickly and integrate systems more effectively. "
-        "A function returns a value; a module groups functions and classes. The quick brown fox jumps over the "
-        "lazy dog. def main(): return 0 if x > 1 else None. Large language models predict the next token. ") * 40
-
-
-@pytest.fixture(scope="module")
-def calib(tmp_path_factory):
-    path = tmp_path_factory.mktemp("calib") / "text.txt"
-    path.write_text(TEXT)
-    return str(path)
-
-
 def _cfg(calib, **kw):
     base = dict(ratio=0.35, criterion="mini_llm", calibration=calib, n_samples=4, seqlen=32, spsa_queries=2)
     return StructuredPruningConfig(**{**base, **kw})
