@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hf_ext.common.capture import SequentialRunner, collect_inputs, forward_block_by_block
+from hf_ext.common.capture import SequentialRunner, capture_block_inputs, collect_inputs, forward_block_by_block
 from hf_ext.common.models import tiny_model
 
 from .conftest import FAMILIES
@@ -57,3 +57,14 @@ def test_advance_feeds_rewritten_block_outputs_forward():
     out = model.model.decoder(ids).last_hidden_state
     hidden = model.model.decoder.final_layer_norm(runner.inputs.hidden[0])
     torch.testing.assert_close(hidden, out, rtol=1e-5, atol=1e-5)
+
+
+def test_blocks_share_one_device_copy_of_their_kwargs():
+    # Masks and rotary tensors are the same for every block of a batch: one copy on the execution device, not one
+    # per block ("meta" stands in for an accelerator: any device other than the model's forces a copy).
+    model, _ = tiny_model("llama")
+    captured = capture_block_inputs(model, torch.randint(3, 300, (2, 16)), batch_size=1, device=torch.device("meta"))
+    first, second = captured.kwargs[0][0], captured.kwargs[1][0]
+    assert first["position_embeddings"][0].is_meta
+    assert first["position_embeddings"][0] is second["position_embeddings"][0]
+    assert captured.kwargs[0][1]["position_embeddings"][0] is not first["position_embeddings"][0]  # per batch

@@ -34,15 +34,21 @@ class _StopForward(Exception):
     pass
 
 
-def _to(obj: Any, device: torch.device) -> Any:
+def _to(obj: Any, device: torch.device, memo: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None) -> Any:
+    """Move tensors in nested containers; ``memo`` makes a tensor shared by several blocks' kwargs (masks, rotary
+    cos / sin) one copy on ``device`` instead of one per block. It keeps the source alive so ``id`` stays unique."""
     if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=True)
+        if memo is None:
+            return obj.to(device, non_blocking=True)
+        if id(obj) not in memo:
+            memo[id(obj)] = (obj, obj.to(device, non_blocking=True))
+        return memo[id(obj)][1]
     if isinstance(obj, tuple):
-        return tuple(_to(o, device) for o in obj)
+        return tuple(_to(o, device, memo) for o in obj)
     if isinstance(obj, list):
-        return [_to(o, device) for o in obj]
+        return [_to(o, device, memo) for o in obj]
     if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
+        return {k: _to(v, device, memo) for k, v in obj.items()}
     return obj
 
 
@@ -71,12 +77,13 @@ def capture_block_inputs(
     blocks = get_blocks(model)
     captured = CapturedInputs(hidden=[], kwargs=[[] for _ in blocks])
     originals = [b.forward for b in blocks]
+    memo: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # per batch: blocks share their kwargs' tensors
 
     def make_recorder(i: int):
         def record(*args, **kwargs):
             hidden = args[0] if args else kwargs.pop("hidden_states")
             kwargs = {k: v for k, v in kwargs.items() if k not in ("cache", "past_key_values", "use_cache")}
-            captured.kwargs[i].append(_to(kwargs, device))
+            captured.kwargs[i].append(_to(kwargs, device, memo))
             if i == 0:
                 captured.hidden.append(hidden.to(device))
             if i == len(blocks) - 1:
@@ -92,6 +99,7 @@ def capture_block_inputs(
         for s in range(0, len(input_ids), batch_size):
             ids = input_ids[s : s + batch_size].to(model_device)
             mask = None if attention_mask is None else attention_mask[s : s + batch_size].to(model_device)
+            memo.clear()
             try:
                 model(input_ids=ids, attention_mask=mask, use_cache=False)
             except _StopForward:
