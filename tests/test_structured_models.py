@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from hf_ext.common.arch import get_arch, get_blocks
+from hf_ext.common.arch import block_linears, get_arch, get_blocks
 from hf_ext.common.models import tiny_model
 from hf_ext.structured import StructuredPruningConfig, prune_structured
 from hf_ext.structured.pruner import compute_scores, plan_for, select_groups, selection_gates
@@ -152,11 +152,15 @@ def test_lora_recovery_merges_into_plain_linears_and_lowers_loss(tmp_path, calib
     model, tok = tiny_model("gemma")
     cfg = _cfg(calib, ratio=0.3, criterion="activation", recovery_steps=8, recovery_samples=4, recovery_lr=3e-3)
     ids = torch.randint(3, 300, (2, 16))
+    model.get_input_embeddings().weight.requires_grad_(False)  # a user's frozen parameter stays frozen
     prune_structured(model, tok, cfg)
     rec = model.hf_quantizer.report.extra["recovery"]
     assert len(rec["losses"]) == 8 and sum(rec["losses"][-2:]) < sum(rec["losses"][:2])
     assert not any("lora" in n for n, _ in model.named_modules())
-    assert all(type(m) is nn.Linear for m in get_blocks(model)[0].self_attn.children() if isinstance(m, nn.Linear))
+    linears = block_linears(get_blocks(model)[0], get_arch(model))
+    assert linears and all(type(m) is nn.Linear for m in linears.values())  # LoRA merged away, not left wrapped
+    assert not model.get_input_embeddings().weight.requires_grad
+    assert all(m.weight.requires_grad for m in linears.values())
     model.save_pretrained(tmp_path / "rec")
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "rec")
     with torch.no_grad():

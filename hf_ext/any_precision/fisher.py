@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..common.utils import requires_grad_only
+
 
 def fisher_diagonal(
     model: nn.Module, input_ids: torch.Tensor, modules: dict[str, nn.Module], progress: bool = True
@@ -25,33 +27,30 @@ def fisher_diagonal(
     """
     params = {name: mod.weight for name, mod in modules.items()}
     acc = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
-    flags = {p: p.requires_grad for p in model.parameters()}
     was_training = model.training
     handles = []
     try:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for name, p in params.items():
-            p.requires_grad_(True)
+        with requires_grad_only(model, params.values()):
+            for name, p in params.items():
 
-            def hook(param: torch.Tensor, a: torch.Tensor = acc[name]) -> None:
-                a.add_(param.grad.float().square())
-                param.grad = None
+                def hook(param: torch.Tensor, a: torch.Tensor = acc[name]) -> None:
+                    a.add_(param.grad.float().square())
+                    param.grad = None
 
-            handles.append(p.register_post_accumulate_grad_hook(hook))
-        model.eval()
-        device = next(iter(params.values())).device
-        for row in tqdm(input_ids, desc="fisher", disable=not progress):
-            ids = row.unsqueeze(0).to(device)
-            loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-            if not torch.isfinite(loss):
-                raise ValueError(f"Calibration loss is {loss.item()}; cannot compute gradients for the Fisher weights.")
-            loss.backward()
+                handles.append(p.register_post_accumulate_grad_hook(hook))
+            model.eval()
+            device = next(iter(params.values())).device
+            for row in tqdm(input_ids, desc="fisher", disable=not progress):
+                ids = row.unsqueeze(0).to(device)
+                loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+                if not torch.isfinite(loss):
+                    raise ValueError(
+                        f"Calibration loss is {loss.item()}; cannot compute gradients for the Fisher weights.")
+                loss.backward()
     finally:
         for h in handles:
             h.remove()
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
+        for p in model.parameters():
             p.grad = None
         model.train(was_training)
     return acc

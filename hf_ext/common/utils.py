@@ -74,6 +74,22 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+@contextlib.contextmanager
+def requires_grad_only(model: torch.nn.Module, params) -> Iterator[None]:
+    """Inside, only ``params`` of ``model`` require gradients; every parameter's own flag is restored on exit
+    (gradient-based scores must not unfreeze what a user froze)."""
+    saved = {name: p.requires_grad for name, p in model.named_parameters()}
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        yield
+    finally:
+        for name, p in model.named_parameters():
+            p.requires_grad_(saved.get(name, False))
+
+
 def release_free_memory() -> None:
     """Hand memory freed by the allocator back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
 

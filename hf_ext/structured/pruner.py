@@ -14,6 +14,7 @@ from transformers.utils import logging
 from ..common.arch import get_arch, get_blocks
 from ..common.capture import collect_inputs
 from ..common.data import calibration_batches
+from ..common.utils import requires_grad_only
 from .config import StructuredPruningConfig
 from .importance import (
     BlockBudget,
@@ -122,21 +123,14 @@ def _taylor_grads(model: nn.Module, ids: torch.Tensor, batch_size: int) -> None:
     """Accumulate dL/dW of every prunable projection weight in ``.grad`` (mean calibration loss)."""
     arch = get_arch(model)
     weights = [block.get_submodule(p).weight for block in get_blocks(model) for p in arch.linears]
-    saved = {p: p.requires_grad for p in model.parameters()}
     device = next(model.parameters()).device
-    try:
-        for p in model.parameters():
-            p.requires_grad_(False)
+    with requires_grad_only(model, weights):
         for w in weights:
-            w.requires_grad_(True)
             w.grad = None
         n_batches = -(-len(ids) // batch_size)
         for b in tqdm(list(_batches(ids, batch_size, device)), desc="taylor backprop", leave=False):
             loss = model(input_ids=b, labels=b, use_cache=False).loss / n_batches
             loss.backward()
-    finally:
-        for p, flag in saved.items():
-            p.requires_grad_(flag)
 
 
 def compute_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, cfg: StructuredPruningConfig,

@@ -41,6 +41,7 @@ def lora_recover(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg
                       target_modules=targets, task_type="CAUSAL_LM")
     # PEFT refuses models that look quantized; ours holds plain nn.Linear modules, so hide the flag while training.
     flags = {k: getattr(model, k, None) for k in ("is_quantized", "hf_quantizer")}
+    trainable = {name: p.requires_grad for name, p in model.named_parameters()}  # PEFT freezes the base weights
     model.is_quantized, model.hf_quantizer = False, None
     torch.manual_seed(cfg.seed)
     peft_model = get_peft_model(model, lora)
@@ -64,6 +65,6 @@ def lora_recover(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg
             setattr(merged, k, v)
     if merged is not model:
         raise RuntimeError("PEFT returned a different model object after merging; recovery cannot be in place.")
-    for p in model.parameters():
-        p.requires_grad_(True)
+    for name, p in model.named_parameters():
+        p.requires_grad_(trainable.get(name, False))
     return {"losses": losses, "seconds": time.perf_counter() - start}
