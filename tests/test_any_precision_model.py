@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM
 import hf_ext
 from hf_ext.any_precision import AnyPrecisionConfig, AnyPrecisionLinear, PrecisionNotLoadedError, quantize
 from hf_ext.any_precision.model import evaluate_precisions
+from hf_ext.any_precision.quantizer import compute_fisher
 from hf_ext.common.models import tiny_model
 from hf_ext.common.quantizer import replaced_modules
 
@@ -271,3 +272,14 @@ def test_push_and_download_through_local_hub(saved_llama, tmp_path):
         assert "ROUND TRIP OK [3, 4, 5, 6, 7, 8]" in r.stdout
         repo = hub.repos["user/tiny-anyprec"]
         assert "| 8 |" in repo.files["README.md"].decode()
+
+
+def test_precomputed_fisher_gives_the_same_checkpoint(calib):
+    cfg = _config(calib, "opt")
+    model, tok = tiny_model("opt")
+    fisher = compute_fisher(model, tok, cfg, progress=False)
+    reused = quantize(tiny_model("opt")[0], tok, cfg, fisher=fisher)
+    fresh = quantize(model, tok, cfg)
+    assert cfg.checksums is None  # the caller's config is copied, not filled in
+    for name, tensor in fresh.state_dict().items():
+        assert torch.equal(reused.state_dict()[name], tensor), name

@@ -9,7 +9,6 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from ..common.quantizer import apply_to_model
 from .config import AnyPrecisionConfig
-from .quantizer import PRECOMPUTED_FISHER
 
 
 def quantize(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: AnyPrecisionConfig | None = None,
@@ -18,12 +17,8 @@ def quantize(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config:
 
     ``fisher`` (from :func:`compute_fisher`) skips the calibration pass, e.g. to quantize copies of one model.
     """
-    config = config or AnyPrecisionConfig(**fields)
-    token = PRECOMPUTED_FISHER.set(fisher)
-    try:
-        return apply_to_model(model, tokenizer, config)
-    finally:
-        PRECOMPUTED_FISHER.reset(token)
+    config = config.copy(**fields) if config is not None else AnyPrecisionConfig(**fields)
+    return apply_to_model(model, tokenizer, config, fisher=fisher)
 
 
 def from_pretrained(name_or_path: str | os.PathLike, precisions: list[int] | None = None, **kwargs) -> PreTrainedModel:

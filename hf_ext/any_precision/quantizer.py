@@ -19,7 +19,6 @@ model is never returned half-loaded).
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import json
 import os
@@ -93,12 +92,6 @@ def check_safetensors_complete(files: list[str]) -> None:
             raise ValueError(f"Any-precision checkpoint file {f} is truncated: {size} bytes, {8 + n + end} expected.")
 
 
-# Sensitivities computed beforehand (``api.quantize(..., fisher=...)``): benchmarks reuse one calibration pass for
-# several quantizations of the same model.
-PRECOMPUTED_FISHER: contextvars.ContextVar[dict[str, torch.Tensor] | None] = contextvars.ContextVar(
-    "any_precision_fisher", default=None)
-
-
 def compute_fisher(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: AnyPrecisionConfig,
                    progress: bool = True) -> dict[str, torch.Tensor]:
     """Squared-gradient sensitivities of the linears ``config`` converts, on its calibration data."""
@@ -113,12 +106,14 @@ class AnyPrecisionQuantizer(HfExtQuantizer):
 
     quantization_config: AnyPrecisionConfig
 
-    def quantize(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None) -> None:
+    def quantize(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None,
+                 fisher: dict[str, torch.Tensor] | None = None) -> None:
+        """``fisher``: sensitivities from :func:`compute_fisher` (``api.quantize(..., fisher=...)``), so benchmarks
+        reuse one calibration pass for several quantizations of the same model."""
         cfg = self.quantization_config
         if tokenizer is None:
             raise ValueError("AnyPrecisionConfig calibrates on text and needs a tokenizer.")
         targets = target_linears(model, cfg.modules_to_not_convert)
-        fisher = PRECOMPUTED_FISHER.get()
         fisher = dict(fisher) if fisher is not None else compute_fisher(model, tokenizer, cfg)
         missing = sorted(set(targets) - set(fisher))
         if missing:

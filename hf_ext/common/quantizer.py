@@ -97,7 +97,8 @@ class HfExtQuantizer(HfQuantizer):
         self.checkpoint_dir: str | None = None
 
     # ----------------------------------------------------------------------------------------- method hooks
-    def quantize(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None) -> None:
+    def quantize(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, **inputs: Any) -> None:
+        """``inputs``: run-time data the in-memory path may hand over (e.g. precomputed scores), never serialized."""
         raise NotImplementedError
 
     def build_skeleton(self, model: PreTrainedModel) -> None:
@@ -185,9 +186,11 @@ def apply_to_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase | None,
     config: HfExtQuantizationConfig,
+    **inputs: Any,
 ) -> PreTrainedModel:
     """Run a registered method on a model already in memory; afterwards it saves and reloads like one loaded with
-    ``from_pretrained(..., quantization_config=config)``."""
+    ``from_pretrained(..., quantization_config=config)``. ``inputs`` go to the method's ``quantize`` (precomputed
+    scores or sensitivities, so one calibration pass serves several runs)."""
     if getattr(model, "hf_quantizer", None) is not None:
         raise ValueError(
             f"The model already carries quantization method {model.hf_quantizer.quantization_config.quant_method!r}; "
@@ -197,7 +200,7 @@ def apply_to_model(
     quantizer.checkpoint_dir = getattr(model, "name_or_path", None) or None
     model.is_quantized = True
     model.quantization_method = config.quant_method
-    quantizer.quantize(model, tokenizer)
+    quantizer.quantize(model, tokenizer, **inputs)
     model.hf_quantizer = quantizer
     model.config.quantization_config = quantizer.quantization_config
     quantizer.attach(model)

@@ -28,13 +28,13 @@ class StructuredPruningQuantizer(HfExtQuantizer):
 
     quantization_config: StructuredPruningConfig
 
-    def quantize(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None) -> None:
+    def quantize(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None,
+                 scores: list[BlockScores] | None = None) -> None:
         cfg = self.quantization_config
         if cfg.is_pruned:
             raise ValueError("This StructuredPruningConfig already holds layer_shapes from an earlier run; "
                              "pass a fresh config (without layer_shapes) to prune again.")
-        # prune_structured(..., scores=...) hands precomputed scores over as a plain (unserialized) attribute
-        self.report = prune_in_place(model, tokenizer, cfg, scores=getattr(cfg, "_precomputed_scores", None))
+        self.report = prune_in_place(model, tokenizer, cfg, scores=scores)
         if cfg.recovery_steps:
             self.report.extra["recovery"] = lora_recover(model, tokenizer, cfg)
 
@@ -74,13 +74,7 @@ def prune_structured(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase 
         config = StructuredPruningConfig(**kwargs)
     elif kwargs:
         config = config.copy(**kwargs)
-    if scores is None:
-        return apply_to_model(model, tokenizer, config)
-    config._precomputed_scores = scores
-    try:
-        return apply_to_model(model, tokenizer, config)
-    finally:
-        del config._precomputed_scores
+    return apply_to_model(model, tokenizer, config, scores=scores)
 
 
 register_method(StructuredPruningConfig, StructuredPruningQuantizer)
