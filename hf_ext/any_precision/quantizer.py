@@ -20,9 +20,7 @@ model is never returned half-loaded).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import struct
 from pathlib import Path
 
 import torch
@@ -34,6 +32,7 @@ from transformers.utils import logging
 
 from ..common.arch import is_skipped, named_block_linears, set_submodule
 from ..common.data import calibration_batches
+from ..common.offload import read_safetensors_header
 from ..common.quantizer import HfExtQuantizer, register_method
 from .config import AnyPrecisionConfig
 from .fisher import fisher_diagonal
@@ -80,16 +79,12 @@ def check_safetensors_complete(files: list[str]) -> None:
             continue
         size = os.path.getsize(f)
         try:
-            with open(f, "rb") as fh:
-                (n,) = struct.unpack("<Q", fh.read(8))
-                if n > size - 8:
-                    raise ValueError("header longer than the file")
-                header = json.loads(fh.read(n))
-        except (struct.error, ValueError, UnicodeDecodeError) as e:
+            header, start = read_safetensors_header(f)
+        except ValueError as e:
             raise ValueError(f"Any-precision checkpoint file {f} is corrupted or truncated ({e}).") from None
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        if 8 + n + end > size:
-            raise ValueError(f"Any-precision checkpoint file {f} is truncated: {size} bytes, {8 + n + end} expected.")
+        if start + end > size:
+            raise ValueError(f"Any-precision checkpoint file {f} is truncated: {size} bytes, {start + end} expected.")
 
 
 def compute_fisher(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: AnyPrecisionConfig,

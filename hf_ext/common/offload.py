@@ -69,9 +69,6 @@ class SafetensorsCheckpoint:
         if missing:
             raise FileNotFoundError(f"Shards named in {index} are missing: {', '.join(missing)}.")
 
-    def __contains__(self, key: str) -> bool:
-        return key in self.weight_map
-
     def resolve(self, name: str, base_prefix: str = "") -> str | None:
         """The checkpoint key of model tensor ``name``; checkpoints saved from the base model (e.g. Hub OPT ones)
         lack the ``base_model_prefix``. ``None`` when absent."""
@@ -113,7 +110,7 @@ class SafetensorsCheckpoint:
         for out_name, key in names.items():
             file = self.weight_map[key]
             if file not in headers:
-                headers[file] = _read_header(file)
+                headers[file] = read_safetensors_header(file)
             header, data_start = headers[file]
             meta = header[key]
             begin, end = meta["data_offsets"]
@@ -138,10 +135,17 @@ class SafetensorsCheckpoint:
         return offset
 
 
-def _read_header(file: Path) -> tuple[dict, int]:
-    with open(file, "rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(size)), 8 + size
+def read_safetensors_header(file: str | os.PathLike) -> tuple[dict, int]:
+    """The JSON header of a safetensors file and the offset where its data starts; ``ValueError`` if malformed."""
+    size = os.path.getsize(file)
+    try:
+        with open(file, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:
+                raise ValueError("header longer than the file")
+            return json.loads(f.read(n)), 8 + n
+    except (struct.error, UnicodeDecodeError) as e:
+        raise ValueError(f"{file} is not a valid safetensors file ({e})") from None
 
 
 def empty_model(path: str | os.PathLike, dtype: torch.dtype) -> PreTrainedModel:
@@ -179,7 +183,6 @@ class DiskOffload:
         self.dtype = dtype or model.dtype
         self.arch = get_arch(model)
         self.prefix = model.base_model_prefix or ""
-        self.loaded_blocks: set[int] = set()  # what is in memory now (tests check that it stays at one)
 
     def checkpoint_key(self, name: str) -> str:
         key = self.checkpoint.resolve(name, self.prefix)
@@ -196,36 +199,31 @@ class DiskOffload:
 
     def tied_names(self) -> set[str]:
         """Model tensors that are tied to another one (absent from checkpoints, e.g. ``lm_head.weight``)."""
-        tied = getattr(self.model, "_tied_weights_keys", None) or {}
         if not getattr(self.model.config, "tie_word_embeddings", False):
             return set()
-        return set(tied) if isinstance(tied, dict) else set(tied)
+        return set(getattr(self.model, "_tied_weights_keys", None) or ())  # a dict {target: source} or a list
 
-    def outside_blocks(self) -> list[str]:
-        """State-dict names of every tensor outside the decoder blocks that the checkpoint stores."""
+    def outside_blocks(self) -> dict[str, torch.Tensor]:
+        """Every stored tensor outside the decoder blocks (embeddings, final norm, an untied head), by name."""
         blocks = self.arch.blocks + "."
         tied = self.tied_names()
-        return [n for n in self.model.state_dict(keep_vars=True) if not n.startswith(blocks) and n not in tied]
+        return {n: t for n, t in self.model.state_dict(keep_vars=True).items()
+                if not n.startswith(blocks) and n not in tied}
 
     def load_outside_blocks(self, device: torch.device | str = "cpu") -> None:
         """Load the embeddings, final norm and head (everything but the blocks), then re-tie tied weights."""
-        blocks = self.arch.blocks + "."
-        tied = self.tied_names()
-        names = [n for n, t in [*self.model.named_parameters(), *self.model.named_buffers()]
-                 if t.is_meta and not n.startswith(blocks) and n not in tied]
+        names = [n for n, t in self.outside_blocks().items() if t.is_meta]
         self._materialize(self.model, names, "", device)
-        if tied:
+        if self.tied_names():
             self.model.tie_weights()
 
     # ----------------------------------------------------------------------------------- SequentialRunner hooks
     def onload(self, index: int, name: str, block: nn.Module, device: torch.device) -> None:
         names = [n for n, t in [*block.named_parameters(), *block.named_buffers()] if t.is_meta]
         self._materialize(block, names, f"{name}.", device)
-        self.loaded_blocks.add(index)
 
     def offload(self, index: int, name: str, block: nn.Module) -> None:
         block.to("meta")  # frees the weights; a later pass reads them from the checkpoint again
-        self.loaded_blocks.discard(index)
         release_free_memory()
 
 

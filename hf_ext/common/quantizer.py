@@ -17,7 +17,6 @@ leaving the model in exactly the state ``from_pretrained`` would.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -79,7 +78,7 @@ class HfExtQuantizationConfig(QuantizationConfigMixin):
                 setattr(config, key, value)
             else:
                 unused[key] = value
-        if unused or kwargs:
+        if kwargs:
             config.validate()
         return (config, unused) if return_unused_kwargs else config
 
@@ -210,10 +209,3 @@ def apply_to_model(
 def replaced_modules(model: nn.Module, cls: type[nn.Module]) -> dict[str, nn.Module]:
     """Modules of type ``cls`` in ``model`` by name (tests and reports count replacements with it)."""
     return {n: m for n, m in model.named_modules() if isinstance(m, cls)}
-
-
-def checkpoint_path(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    if not p.is_dir():
-        raise FileNotFoundError(f"{p} is not a folder.")
-    return p

@@ -78,9 +78,7 @@ def compress_checkpoint(
     Returns:
         The compression report (also saved as ``compression_report.md`` / ``.png`` in ``save_directory``).
     """
-    cfg = (config.copy(**kwargs) if config is not None else CompressionConfig(**kwargs))
-    if cfg.compressed_layers:
-        raise ValueError("This CompressionConfig was already used (compressed_layers is set); pass a fresh one.")
+    cfg = config.copy(**kwargs) if config is not None else CompressionConfig(**kwargs)
     path = _local_folder(str(model_name_or_path))
     fixed_mmap_threshold()
     checkpoint = SafetensorsCheckpoint(path)
@@ -89,7 +87,6 @@ def compress_checkpoint(
     tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
     offload = DiskOffload(model, checkpoint, dtype)
     offload.load_outside_blocks()
-    cfg.base_model = cfg.base_model or path
     n_blocks = len(get_blocks(model))
     with atomic_dir(save_directory) as tmp:
         writer = ShardWriter(tmp, n_blocks + 1)

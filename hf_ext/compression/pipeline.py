@@ -201,7 +201,9 @@ def compress_model(model: nn.Module, tokenizer, cfg: CompressionConfig, offload:
         on_block_done: Called with each compressed block before it is put away (the from-disk path saves it).
     """
     start = time.perf_counter()
-    arch = get_arch(model)
+    arch = get_arch(model)  # unsupported families fail here, before calibration data is built
+    if cfg.compressed_layers:
+        raise ValueError("This CompressionConfig was already used (compressed_layers is set); pass a fresh one.")
     check_shapes(model, cfg)
     if tokenizer is None:
         raise ValueError("Compression calibrates on text and needs the model's tokenizer.")

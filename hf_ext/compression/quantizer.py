@@ -11,7 +11,7 @@ from huggingface_hub import ModelCardData
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from ..common.arch import get_arch, set_submodule
+from ..common.arch import set_submodule
 from ..common.hub import attach_model_card, render_card
 from ..common.quantizer import HfExtQuantizer, apply_to_model, register_method, replaced_modules
 from .config import CompressionConfig
@@ -26,10 +26,7 @@ class CompressionQuantizer(HfExtQuantizer):
 
     def quantize(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None) -> None:
         cfg: CompressionConfig = self.quantization_config
-        get_arch(model)  # unsupported families fail here, before calibration data is built
-        if cfg.compressed_layers:
-            raise ValueError("This CompressionConfig was already used (compressed_layers is set); pass a fresh one.")
-        cfg.base_model = cfg.base_model or self.checkpoint_dir or getattr(model, "name_or_path", None)
+        cfg.base_model = cfg.base_model or self.checkpoint_dir
         report = compress_model(model, tokenizer, cfg)
         model.compression_report = report
         logger.info("%s", report.to_markdown().split("\n\n")[0])
@@ -87,12 +84,8 @@ def compress(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config:
         tokenizer: Its tokenizer (for the calibration text).
         config: The settings; keyword arguments build one (``compress(model, tok, sparsity=0.5)``).
     """
-    if config is None:
-        config = CompressionConfig(**kwargs)
-    elif kwargs:
-        config = config.copy(**kwargs)
-    else:
-        config = config.copy()  # the config is written back into; keep the caller's reusable
+    # the config is written back into: work on a copy so the caller's stays reusable
+    config = config.copy(**kwargs) if config is not None else CompressionConfig(**kwargs)
     return apply_to_model(model, tokenizer, config)
 
 
