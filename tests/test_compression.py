@@ -122,7 +122,7 @@ def test_compress_errors(calib, tmp_path):
         compress(model, None, CompressionConfig(calibration=calib, **SMALL))
     with pytest.raises(ValueError, match="block_sparsities has 2 entries for 3 blocks"):
         compress(model, tok, CompressionConfig(calibration=calib, block_sparsities=[0.5, 0.5], **SMALL))
-    assert not any(isinstance(m, CompressedLinear) for m in model.modules())  # nothing half-done
+    assert not any(isinstance(m, CompressedLinear) for m in model.modules())  # bad input fails before any layer
     from transformers import GPT2Config, GPT2LMHeadModel
 
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=320))

@@ -79,6 +79,9 @@ def compress(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config:
              **kwargs) -> PreTrainedModel:
     """Compress a model already in memory; afterwards it saves and reloads like a ``from_pretrained`` one.
 
+    Bad settings are rejected before any layer changes; an error in the middle of the pass (e.g. out of memory)
+    leaves the blocks before it compressed, since the model is rewritten in place (keep a copy if you need one).
+
     Args:
         model: A float causal LM of a supported family (OPT, Llama, Gemma).
         tokenizer: Its tokenizer (for the calibration text).
