@@ -7,20 +7,23 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def machine() -> str:
+def cpu_name() -> str:
+    """The CPU model from ``lscpu`` (or ``platform.processor()``)."""
     try:
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-            if line.startswith("Model name")
-        )
-    except (StopIteration, FileNotFoundError):
-        model = platform.processor() or "unknown CPU"
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (StopIteration, OSError):
+        return platform.processor() or "unknown CPU"
+
+
+def machine() -> str:
+    model = cpu_name()
     import torch
 
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
@@ -47,3 +50,41 @@ def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
+
+
+def run_measured(cmd: list[str], limit_mib: int | None = None, cwd: str | os.PathLike | None = None) -> dict:
+    """Run ``cmd``; wall time, its own peak RSS (wait4, not RUSAGE_CHILDREN, which is the largest of every child
+    so far) and exit status, inside a cgroup-v1 memory cgroup when a limit is given (needs root)."""
+    group = None
+    if limit_mib is not None:
+        group = CGROUP_ROOT / f"hf_ext_bench_{os.getpid()}"
+        group.mkdir(exist_ok=True)
+        (group / "memory.limit_in_bytes").write_text(str(limit_mib << 20))
+        swap = group / "memory.memsw.limit_in_bytes"
+        if swap.exists():
+            swap.write_text(str(limit_mib << 20))
+
+    def enter() -> None:
+        if group is not None:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, preexec_fn=enter, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    oom = False
+    if group is not None:
+        control = (group / "memory.oom_control").read_text() if (group / "memory.oom_control").exists() else ""
+        kills = [int(line.split()[1]) for line in control.splitlines() if line.startswith("oom_kill ")]
+        counters = [group / "memory.failcnt", group / "memory.memsw.failcnt"]
+        fails = [int(f.read_text()) for f in counters if f.exists()]
+        oom = os.WIFSIGNALED(status) and (any(kills) or any(fails))
+        group.rmdir()
+    code = os.waitstatus_to_exitcode(status)
+    print(out[-1500:], flush=True)
+    return {"code": code, "seconds": wall, "peak_mib": usage.ru_maxrss / 1024, "oom": oom, "tail": out[-400:]}

@@ -20,7 +20,6 @@ import argparse
 import datetime
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,9 @@ from hf_ext.common.models import load_model
 from hf_ext.common.perplexity import perplexity
 from hf_ext.common.quant import fake_quantize
 from hf_ext.common.utils import peak_rss_mib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import cpu_name  # noqa: E402
 
 MIB = 2**20
 
@@ -90,8 +92,7 @@ def speed_only(args) -> int:
     rows = [f"| dense fp32 | {best['dense']:.2f} | 1.00x | |"]
     rows += [f"| {w}-bit view | {best[w]:.2f} | {best[w] / best['dense']:.2f}x | {switch[w] * 1e3:.1f} |"
              for w in widths]
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    cpu = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "CPU")
+    cpu = cpu_name()
     text = (
         "# Any-precision decode speed on CPU\n\n"
         f"Command: `.venv/bin/python benchmarks/any_precision.py {' '.join(sys.argv[1:])}`  \n"
@@ -240,13 +241,11 @@ def main() -> int:
     fp32_lin = 4 * n_weights
     total_s = time.perf_counter() - t0
 
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    cpu_name = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "?")
     lines = [
         "# Any-precision LLM: one checkpoint, every bit width",
         "",
         f"Command: `.venv/bin/python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`".rstrip() + "  ",
-        f"Machine: {cpu_name}, 2 cores (shared with other jobs; 1-minute load average at the end "
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores (shared with other jobs; 1-minute load average at the end "
         f"{os.getloadavg()[0]:.1f}), torch {torch.__version__}, CPU fp32.  ",
         f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; total {total_s / 60:.1f} min.",
         "",

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
-import resource
 import shlex
 import subprocess
 import sys
@@ -29,6 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import cpu_name, run_measured  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -176,11 +177,11 @@ def run_cli_size(args, tmp: Path) -> dict:
     cmd = [sys.executable, "-m", "hf_ext.cli", "compress", args.model, "--sparsity", "0.7", "--allocation", "mrp",
            "--metric", "sparsegpt", "--bits", "4", "--group-size", str(args.group_size), "--n-samples",
            str(args.n_samples), "--seqlen", str(args.seqlen), "--out", str(out)]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {**checkpoint_sizes(out, Path(resolve_model_path(args.model))), "seconds": time.perf_counter() - t0,
-            "peak_rss_mib": peak / 1024, "command": "hf-ext " + " ".join(cmd[3:-2]) + " --out DIR"}
+    res = run_measured(cmd, cwd=REPO)
+    if res["code"] != 0:
+        raise RuntimeError(f"hf-ext compress exited {res['code']}: {res['tail']}")
+    return {**checkpoint_sizes(out, Path(resolve_model_path(args.model))), "seconds": res["seconds"],
+            "peak_rss_mib": res["peak_mib"], "command": "hf-ext " + " ".join(cmd[3:-2]) + " --out DIR"}
 
 
 def llmc_label(r: dict) -> str:
@@ -207,7 +208,7 @@ def report(dense, rows, llmc, llmc_note, size, args, command: str) -> str:
         "# Compression: MRP / OWL / uniform allocation, Wanda / SparseGPT, sparse + low-bit (Gemma 3 270M)",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {_cpu()} ({torch.get_num_threads()} threads), torch {torch.__version__}; "
+        f"Machine: {cpu_name()} ({torch.get_num_threads()} threads), torch {torch.__version__}; "
         f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. The CPU was shared with other jobs: wall times are "
         "indicative only (CPU seconds given beside them).  ",
         f"Calibration: pydocs calibration split, {args.n_samples} x {args.seqlen} tokens, seed 0 (the same windows "
@@ -267,16 +268,6 @@ def report(dense, rows, llmc, llmc_note, size, args, command: str) -> str:
                   for r in notes if r["sparsity"] == max(x["sparsity"] for x in notes)]
     lines += ["", "Plot: `benchmarks/results/compression_allocation.png` (per-block sparsity at the highest sparsity)."]
     return "\n".join(lines) + "\n"
-
-
-def _cpu() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:

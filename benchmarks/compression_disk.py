@@ -17,50 +17,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _report import table, write_section  # noqa: E402
-
-CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
-
-
-def run(cmd: list[str], limit_mib: int | None = None) -> dict:
-    """Run ``cmd``; wall time, peak RSS (wait4) and exit status, inside a memory cgroup when a limit is given."""
-    group = None
-    if limit_mib is not None:
-        group = CGROUP_ROOT / f"hf_ext_bench_{os.getpid()}"
-        group.mkdir(exist_ok=True)
-        (group / "memory.limit_in_bytes").write_text(str(limit_mib << 20))
-        swap = group / "memory.memsw.limit_in_bytes"
-        if swap.exists():
-            swap.write_text(str(limit_mib << 20))
-
-    def enter() -> None:
-        if group is not None:
-            (group / "cgroup.procs").write_text(str(os.getpid()))
-
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, preexec_fn=enter, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    oom = False
-    if group is not None:
-        control = (group / "memory.oom_control").read_text() if (group / "memory.oom_control").exists() else ""
-        kills = [int(line.split()[1]) for line in control.splitlines() if line.startswith("oom_kill ")]
-        counters = [group / "memory.failcnt", group / "memory.memsw.failcnt"]
-        fails = [int(f.read_text()) for f in counters if f.exists()]
-        oom = os.WIFSIGNALED(status) and (any(kills) or any(fails))
-        group.rmdir()
-    code = os.waitstatus_to_exitcode(status)
-    print(out[-1500:], flush=True)
-    return {"code": code, "seconds": wall, "peak_mib": usage.ru_maxrss / 1024, "oom": oom, "tail": out[-400:]}
+from _report import CGROUP_ROOT, table, write_section  # noqa: E402
+from _report import run_measured as run
 
 
 def compress_cmd(model: str, out: Path, args, low_memory: bool) -> list[str]:

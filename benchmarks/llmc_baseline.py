@@ -63,13 +63,15 @@ import importlib
 import importlib.util
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 import types
 from datetime import datetime, timezone
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import cpu_name  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("HF_EXT_LLMC_VENV", REPO / ".venv-llmc")).resolve()
@@ -442,12 +444,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def _machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores"
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def run_inside(settings: list[dict], args: argparse.Namespace) -> int:

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -43,15 +41,10 @@ from hf_ext.speculative import (
     shallow_self_draft,
 )
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import cpu_name  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results" / "speculative.md"
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except Exception:  # noqa: BLE001 - informational only
-        return platform.processor() or "unknown"
 
 
 def make_prompts(tokenizer, n: int, lo: int, hi: int, seed: int = 0) -> list[str]:

@@ -29,6 +29,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import cpu_name  # noqa: E402
+
 CRITERIA = ("mini_llm", "magnitude", "activation", "taylor")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,8 +130,7 @@ def speed_only(args) -> None:
     for _ in range(args.repeats):  # interleaved so that load changes hit every model alike
         for key, m in [("dense", model), *pruned.items()]:
             best[key] = [max(a, b) for a, b in zip(best[key], speed(m, prefill_ids, decode_ids, 16))]
-    cpu = subprocess.run("lscpu | grep 'Model name' | sed 's/.*: *//'", shell=True, capture_output=True,
-                         text=True).stdout.strip()
+    cpu = cpu_name()
     load = os.getloadavg()
     lines = ["# Structured pruning: tokens/s, pruned vs dense (Gemma 3 270M, fp32)", "",
              f"Command: `.venv/bin/python benchmarks/structured.py {' '.join(sys.argv[1:])}`",
@@ -257,8 +259,7 @@ def main() -> None:
 
 def write_results(args, dense_ppl, dense_params, rows, score_info, speeds, reload_diff, total,
                   quiet: bool = False) -> None:
-    cpu = subprocess.run("lscpu | grep 'Model name' | sed 's/.*: *//'", shell=True, capture_output=True,
-                         text=True).stdout.strip()
+    cpu = cpu_name()
     lines = [
         "# Structured pruning (MINI-LLM) on Gemma 3 270M",
         "",
