@@ -16,7 +16,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from .analytical import LatencyProfile, best_lookahead
+from .analytical import LatencyProfile, best_lookahead, estimate_acceptance
 from .drafts import DecodeState
 from .mixin import SpeculativeStats, _forward, _profile_target, as_drafter, generate
 
@@ -118,20 +118,28 @@ def select_draft(
     baseline = sum(base_tps) / len(base_tps)
     rankings = []
     for name, draft in candidates.items():
-        passed = tested = 0.0
+        accepted: list[int] = []
+        lookaheads: list[int] = []
         steps: list[float] = []
+        probes = []
         for e in encoded:
-            stats, _ = _run(target, e, draft, probe_gamma, max_new_tokens)
+            stats, tps = _run(target, e, draft, probe_gamma, max_new_tokens)
+            probes.append((stats, tps))
             for row, g in zip(stats.row_accepted, [g for g in stats.gammas if g > 0]):
-                passed += sum(row)
-                tested += sum(min(n + 1, g) for n in row)
+                accepted += row
+                lookaheads += [g] * len(row)
             steps.append(stats.draft_seconds / max(sum(stats.gammas), 1))
-        alpha = passed / tested if tested else 0.0
+        alpha = estimate_acceptance(accepted, lookaheads)
         prof = LatencyProfile(target=dict(profile.target), draft=sum(steps) / len(steps))
         plan = best_lookahead(alpha, prof, max_gamma)
         measured, tar = [], []
-        for e in encoded:
-            stats, tps = _run(target, e, draft, plan.gamma, max_new_tokens) if plan.gamma > 0 else (None, baseline)
+        for e, probe in zip(encoded, probes):
+            if plan.gamma == 0:
+                stats, tps = None, baseline
+            elif plan.gamma == probe_gamma:  # the probe already ran at this lookahead
+                stats, tps = probe
+            else:
+                stats, tps = _run(target, e, draft, plan.gamma, max_new_tokens)
             measured.append(tps)
             tar.append(stats.mean_accepted_length if stats else 1.0)
         rankings.append(DraftRanking(name, alpha, 1e3 * prof.draft, plan.gamma, plan.tokens_per_second,
