@@ -282,7 +282,18 @@ def test_auto_carries_latency_and_acceptance_across_calls():
         assert torch.equal(out, target.generate(input_ids=ids, max_new_tokens=16, do_sample=False))
     assert first.profile is second.profile and set(first.profile.target) >= {1, 2, 4, 8}  # target timed once
     assert draft in mixin._DRAFT_LATENCY and target in mixin._ACCEPTANCE[draft]
-    assert 0.0 <= second.acceptance <= 1.0
+    (p1, t1), (p2, t2) = _counts(first), _counts(second)
+    assert t1 > 0 and mixin._ACCEPTANCE[draft][target] == (p1 + p2, t1 + t2)  # the second call started from the first
+    assert second.acceptance == pytest.approx(p2 / t2 if t2 else 0.0)  # its own stats report only its own iterations
+
+
+def _counts(stats: SpeculativeStats) -> tuple[int, int]:
+    """(passed, tested) draft tokens of one call, from its per-row accepted lengths."""
+    passed = tested = 0
+    for row, g in zip(stats.row_accepted, [g for g in stats.gammas if g > 0]):
+        passed += sum(row)
+        tested += sum(min(n + 1, g) for n in row)
+    return passed, tested
 
 
 def test_drafts_made_by_our_own_compression_keep_greedy_identity(tiny_text_dir):
