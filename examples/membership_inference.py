@@ -10,15 +10,14 @@ attacks detect is that shift (see the metric card's limitations); benchmarks/sam
 
 import evaluate
 from _common import parser, setup
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_ext
+from hf_ext.common.models import load_model
 from hf_ext.privacy.demo import demo_texts
 
 args = parser(__doc__.splitlines()[0]).parse_args()
 path, _, _ = setup(args)
-tokenizer = AutoTokenizer.from_pretrained(path)
-model = AutoModelForCausalLM.from_pretrained(path).eval()
+model, tokenizer = load_model(path)
 texts, labels = demo_texts()
 
 samia = evaluate.load("samia")  # by name, offline: `import hf_ext` put it in evaluate's module cache
