@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import types
 from typing import Any
 
@@ -11,13 +10,14 @@ from huggingface_hub import ModelCardData
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..common.hub import attach_model_card, render_card
+from ..common.quantizer import replaced_modules
 from .layer import AnyPrecisionLinear, PrecisionNotLoadedError
 
 MIB = 2**20
 
 
 def any_precision_layers(model: torch.nn.Module) -> dict[str, AnyPrecisionLinear]:
-    return {n: m for n, m in model.named_modules() if isinstance(m, AnyPrecisionLinear)}
+    return replaced_modules(model, AnyPrecisionLinear)
 
 
 def _config(model: PreTrainedModel):
@@ -96,13 +96,6 @@ def evaluate_precisions(
         set_precision(model, current)
     cfg.metrics = {str(k): v for k, v in results.items()}
     return results
-
-
-def switch_seconds(model: PreTrainedModel, bits: int) -> float:
-    """Wall time of ``set_precision(bits)`` alone (the pointer change)."""
-    start = time.perf_counter()
-    set_precision(model, bits)
-    return time.perf_counter() - start
 
 
 def make_card(model: PreTrainedModel) -> str:

@@ -68,10 +68,6 @@ class SortedRows:
         den = b[1] - a[1]
         return torch.where(den > 0, (b[0] - a[0]) / den.clamp_min(1e-300), fallback.double()).float()
 
-    def range_means(self, lo: torch.Tensor, hi: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
-        """Weighted mean of sorted positions ``[lo, hi)`` per row and range; empty ranges take ``fallback``."""
-        return self.means_between(self.prefix(lo), self.prefix(hi), fallback)
-
     def codes(self, bounds: torch.Tensor) -> torch.Tensor:
         """Cluster index of every weight, in the original column order: int64 ``(out, in)``."""
         out, cols = self.w.shape

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ..common.quantizer import HfExtQuantizationConfig
 
@@ -109,5 +109,3 @@ class StructuredPruningConfig(HfExtQuantizationConfig):
     def is_pruned(self) -> bool:
         return self.layer_shapes is not None
 
-    def summary(self) -> dict[str, Any]:
-        return {"ratio": self.ratio, "criterion": self.criterion, "achieved_ratio": self.achieved_ratio}
