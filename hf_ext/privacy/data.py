@@ -64,7 +64,8 @@ def load_mia_dataset(
         raise ValueError(f"{source}: rows {bad[:5]} have an empty or non-string {text_column!r}.")
     labels = None
     if label_column is not None and label_column in ds.column_names:
-        labels = check_labels(ds[label_column], len(texts), name=f"column {label_column!r}").tolist()
+        column = f"column {label_column!r}"
+        labels = check_labels(ds[label_column], len(texts), name=column, both_classes=False).tolist()
     elif require_labels:
         raise ValueError(f"{source} has no label column {label_column!r} (columns: {ds.column_names}).")
     return MIAData(texts, labels)

@@ -22,14 +22,20 @@ from ..common.import_utils import require
 TPR_MODES = ("le", "nearest")
 
 
-def check_labels(labels: Sequence[int], n: int | None = None, name: str = "labels") -> np.ndarray:
-    """``labels`` as an int array, after checking they are 0/1 (and ``n`` long when given)."""
+def check_labels(labels: Sequence[int], n: int | None = None, name: str = "labels", both_classes: bool = True
+                 ) -> np.ndarray:
+    """``labels`` as an int array, after checking they are 0/1, hold both classes when ``both_classes`` (AUROC /
+    TPR need them) and are ``n`` long when given. Callers check before the expensive part (sampling, forward
+    passes), not after it."""
     arr = np.asarray(list(labels))
     if n is not None and len(arr) != n:
         raise ValueError(f"{name} has {len(arr)} entries but there are {n} texts/scores; they must match.")
     bad = [v for v in arr.tolist() if isinstance(v, str) or v not in (0, 1)]
     if bad:
         raise ValueError(f"{name} must be 0 (non-member) or 1 (member); got {sorted(set(map(repr, bad)))[:5]}.")
+    if both_classes and len(set(arr.tolist())) < 2:
+        raise ValueError(f"AUROC / TPR need both members (1) and non-members (0) in {name}; pass no labels for "
+                         "scores only.")
     return arr.astype(int)
 
 
@@ -38,8 +44,6 @@ def _checked(scores: Sequence[float], labels: Sequence[int]) -> tuple[np.ndarray
     y = check_labels(labels, len(s))
     if np.isnan(s).any():
         raise ValueError("scores contain NaN; every text needs a finite score.")
-    if len(set(y.tolist())) < 2:
-        raise ValueError("AUROC / TPR need both members (label 1) and non-members (label 0) in labels.")
     return s, y
 
 

@@ -255,9 +255,6 @@ def compute_samia(
         raise ValueError("references must be a non-empty list of texts.")
     if labels is not None:
         labels = check_labels(labels, len(references)).tolist()
-        if len(set(labels)) < 2:  # fail before sampling, not after it
-            raise ValueError("labels need both members (1) and non-members (0) for AUROC / TPR; omit labels for "
-                             "scores only.")
     if samples is not None and model is not None:
         raise ValueError("Pass either samples (precomputed) or model + tokenizer (sample now), not both.")
     if samples is None:
