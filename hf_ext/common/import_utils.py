@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from collections.abc import Callable, Iterable
@@ -35,7 +36,9 @@ def require(module: str, purpose: str) -> None:
     raise ImportError(f"{purpose} needs the package '{_PIP_NAME.get(module, module)}'; install it with: {hint}")
 
 
+@functools.cache
 def is_triton_available() -> bool:
+    """CUDA and Triton both present (asked once per process: layer forwards call this)."""
     import torch
 
     return torch.cuda.is_available() and is_available("triton")

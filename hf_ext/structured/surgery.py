@@ -130,8 +130,9 @@ def gated(model: nn.Module, gates: Sequence[tuple[torch.Tensor, torch.Tensor] | 
     head_dim = attention_layout(model).head_dim
     handles = []
 
-    def scaler(col_gate: torch.Tensor):
-        return lambda mod, args: (args[0] * col_gate.to(args[0].device, args[0].dtype), *args[1:])
+    def scaler(module: nn.Module, col_gate: torch.Tensor):
+        col_gate = col_gate.to(module.weight.device)  # once, not on every forward
+        return lambda mod, args: (args[0] * col_gate.to(args[0].dtype), *args[1:])
 
     try:
         for i, block in enumerate(get_blocks(model)):
@@ -140,8 +141,9 @@ def gated(model: nn.Module, gates: Sequence[tuple[torch.Tensor, torch.Tensor] | 
             layout = block_layout(block, arch, head_dim)
             head_gate, channel_gate = gates[i]
             col = o_column_gate(head_gate, layout, granularity[i])
-            handles.append(block.get_submodule(arch.o).register_forward_pre_hook(scaler(col)))
-            handles.append(block.get_submodule(arch.down).register_forward_pre_hook(scaler(channel_gate)))
+            o_proj, down = block.get_submodule(arch.o), block.get_submodule(arch.down)
+            handles.append(o_proj.register_forward_pre_hook(scaler(o_proj, col)))
+            handles.append(down.register_forward_pre_hook(scaler(down, channel_gate)))
         yield
     finally:
         for h in handles:
