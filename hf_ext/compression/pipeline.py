@@ -60,19 +60,21 @@ def check_shapes(model: nn.Module, cfg: CompressionConfig) -> None:
                              f"of {nm[1]}.")
 
 
-def metric_scores(weight: torch.Tensor, stats: InputStats, metric: str, dampening: float) -> torch.Tensor:
+def metric_scores(weight: torch.Tensor, stats: InputStats, metric: str, hinv_diag: torch.Tensor | None
+                  ) -> torch.Tensor:
     """Per-weight importance for allocation: |W|, Wanda, or |w| / sqrt([H^-1]_jj) for sparsegpt (the square root
-    of the OBS saliency, our choice so it is on the scale of the other two)."""
+    of the OBS saliency, our choice so it is on the scale of the other two; ``hinv_diag`` from
+    :func:`inverse_hessian_diag`)."""
     if metric == "sparsegpt":
-        return weight.float().abs() / inverse_hessian_diag(stats.hessian, dampening).sqrt()[None, :]
+        return weight.float().abs() / hinv_diag.sqrt()[None, :]
     return importance(weight, metric, stats.col_norm)
 
 
-def obs_block_loss(weights: list[torch.Tensor], stats: list[InputStats], sparsity: float, dampening: float) -> float:
+def obs_block_loss(weights: list[torch.Tensor], hinv_diags: list[torch.Tensor], sparsity: float) -> float:
     """Estimated loss of pruning a block at ``sparsity``: per row, the sum of the smallest ``w^2 / [H^-1]_jj``."""
     total = 0.0
-    for w, st in zip(weights, stats):
-        sal = w.float() ** 2 / inverse_hessian_diag(st.hessian, dampening)[None, :]
+    for w, d in zip(weights, hinv_diags):
+        sal = w.float() ** 2 / d[None, :]
         k = row_prune_count(w.shape[1], sparsity)
         if k:
             total += float(torch.topk(sal, k, dim=1, largest=False).values.sum(dtype=torch.float64))
@@ -117,11 +119,13 @@ def collect_allocation_stats(model: nn.Module, ids: torch.Tensor, cfg: Compressi
             scores = torch.cat([importance(w, "wanda", stats[n].col_norm).reshape(-1) for n, w in zip(names, weights)])
             out.owl.append(outlier_ratio(scores, cfg.owl_m))
             del scores
+        # one inverse per linear, shared by the MRP sparsegpt scores and every Hessian-allocation sparsity
+        hinv = [inverse_hessian_diag(stats[n].hessian, cfg.dampening) for n in names] if gram else [None] * len(names)
         for metric in mrp_metrics:
-            scores = [metric_scores(w, stats[n], metric, cfg.dampening) for n, w in zip(names, weights)]
+            scores = [metric_scores(w, stats[n], metric, d) for n, w, d in zip(names, weights, hinv)]
             out.mrp[metric].append(sample_block_scores(scores, cfg.mrp_sample_size, gen))
         for s in out.hessian:
-            out.hessian[s].append(obs_block_loss(weights, [stats[n] for n in names], s, cfg.dampening))
+            out.hessian[s].append(obs_block_loss(weights, hinv, s))
         del stats
         step.advance(outputs)  # the block is unchanged: its outputs are the next block's inputs
     out.seconds = time.perf_counter() - start

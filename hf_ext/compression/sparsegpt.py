@@ -23,22 +23,27 @@ import torch
 from ..common.quant import dequantize, find_params, quantize
 
 
-def _inverse_cholesky(hessian: torch.Tensor, weight: torch.Tensor, dampening: float) -> torch.Tensor:
+def _damped_cholesky(hessian: torch.Tensor, dampening: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower Cholesky factor of the damped Hessian (dead inputs get ``H_ii = 1``) and the dead-input mask."""
     h = hessian.clone().float()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
-    weight[:, dead] = 0.0
     damp = dampening * torch.mean(torch.diag(h))
     h.diagonal().add_(damp)
     for attempt in range(5):
         try:
-            lower = torch.linalg.cholesky(h)
-            hinv = torch.cholesky_inverse(lower)
-            return torch.linalg.cholesky(hinv, upper=True)
+            return torch.linalg.cholesky(h), dead
         except torch.linalg.LinAlgError:
             # A rank-deficient Hessian (few calibration tokens) needs more damping; grow it rather than fail.
             h.diagonal().add_(damp * 10**attempt)
     raise ValueError("The calibration Hessian is not positive definite even after extra damping.")
+
+
+def _inverse_cholesky(hessian: torch.Tensor, weight: torch.Tensor, dampening: float) -> torch.Tensor:
+    """Upper Cholesky factor of the damped ``H^-1``; zeroes the weights of dead inputs in place."""
+    lower, dead = _damped_cholesky(hessian, dampening)
+    weight[:, dead] = 0.0
+    return torch.linalg.cholesky(torch.cholesky_inverse(lower), upper=True)
 
 
 def quant_params(w: torch.Tensor, bits: int, keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,8 +139,5 @@ def reconstruction_error(weight: torch.Tensor, new_weight: torch.Tensor, hessian
 def inverse_hessian_diag(hessian: torch.Tensor, dampening: float = 0.01) -> torch.Tensor:
     """``diag(H^-1)`` of the damped Hessian (dead inputs get ``H_ii = 1``): the OBS loss of removing weight j alone
     from a row is ``w_j^2 / (2 [H^-1]_jj)``."""
-    h = hessian.clone().float()
-    dead = torch.diag(h) == 0
-    h[dead, dead] = 1.0
-    h.diagonal().add_(dampening * torch.mean(torch.diag(h)))
-    return torch.cholesky_inverse(torch.linalg.cholesky(h)).diagonal().clamp_min(1e-12)
+    lower, _ = _damped_cholesky(hessian, dampening)
+    return torch.cholesky_inverse(lower).diagonal().clamp_min(1e-12)
