@@ -22,7 +22,7 @@ from transformers import DynamicCache, GenerationConfig, LogitsProcessorList, Pr
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.utils import logging
 
-from .analytical import AcceptanceTracker, LatencyProfile, best_lookahead
+from .analytical import AcceptanceTracker, LatencyProfile, best_lookahead, estimate_acceptance
 from .config import SpeculativeConfig
 from .drafts import DecodeState, Drafter, ModelDrafter
 from .verify import greedy_verify, lockstep_tokens, rejection_verify
@@ -48,8 +48,14 @@ class SpeculativeStats:
     prefill_seconds: float = 0.0
     seconds: float = 0.0
     new_tokens: int = 0
-    acceptance: float = 0.0
     profile: LatencyProfile | None = None
+
+    @property
+    def acceptance(self) -> float:
+        """Per-token draft acceptance of this call alone (passed / tested draft tokens; 0 without drafts)."""
+        drafted = [g for g in self.gammas if g > 0]  # row_accepted has one entry per drafting iteration
+        return estimate_acceptance([n for row in self.row_accepted for n in row],
+                                   [g for row, g in zip(self.row_accepted, drafted) for _ in row])
 
     @property
     def iterations(self) -> int:
@@ -252,7 +258,6 @@ def generate(
     cache.activate_past_recording()  # rejected states of sliding-window layers stay until `crop`
 
     tracker = AcceptanceTracker(prior_rate=cfg.prior_acceptance, prior_weight=cfg.prior_weight)
-    seeded = (0.0, 0.0)
     profile = None
     if num_draft_tokens == "auto" and not done:
         per_batch = _TARGET_PROFILES.setdefault(model, {})
@@ -264,7 +269,7 @@ def generate(
         seen = _ACCEPTANCE.get(key, {}).get(model)
         if seen is not None:
             scale = min(1.0, cfg.carry_acceptance / max(seen[1], 1e-9))
-            tracker.passed, tracker.tested = seeded = (seen[0] * scale, seen[1] * scale)
+            tracker.passed, tracker.tested = seen[0] * scale, seen[1] * scale
     controller = _Lookahead(num_draft_tokens, cfg, profile, tracker)
     drafter.begin(state)
 
@@ -323,8 +328,6 @@ def generate(
         _ACCEPTANCE.setdefault(key, weakref.WeakKeyDictionary())[model] = (tracker.passed, tracker.tested)
     stats.seconds = time.perf_counter() - t_start
     stats.new_tokens = int(state.ids.shape[1] - input_ids.shape[1])
-    own_tested = tracker.tested - seeded[1]
-    stats.acceptance = (tracker.passed - seeded[0]) / own_tested if own_tested > 0 else 0.0
     stats.profile = profile
     if generation_config.return_dict_in_generate:
         if generation_config.output_scores or generation_config.output_logits:
