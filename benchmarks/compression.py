@@ -234,6 +234,10 @@ def report(dense, rows, llmc, llmc_note, size, args, command: str) -> str:
                   "perplexity, below 1 means hf-ext is better):", "",
                   "| setting | hf-ext | llm-compressor | ratio | hf-ext CPU s | llm-compressor CPU s |",
                   "|---|---|---|---|---|---|"]
+        their_dense = next((r for r in llmc if r.get("method") == "dense" and r.get("ppl")), None)
+        if their_dense:
+            lines.append(f"| dense (no compression) | {dense.perplexity:.3f} | {their_dense['ppl']:.3f} | "
+                         f"{dense.perplexity / their_dense['ppl']:.3f} | - | - |")
         for ours, theirs in pairs:
             lines.append(f"| {label(ours)} | {ours['ppl']:.3f} | {theirs['ppl']:.3f} | "
                          f"{ours['ppl'] / theirs['ppl']:.3f} | {ours['cpu_seconds']:.0f} | "
@@ -286,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true", help="write the report from --cache without running")
     p.add_argument("--no-llmc", action="store_true")
     p.add_argument("--llmc-json", default=None, help="reuse results of llmc_baseline.py --json instead of running")
-    p.add_argument("--llmc-grid", default="sparsegpt:0.7,wanda:0.7,sparsegpt:0.7:owl,wanda:0.7:owl,sparsegpt:0.5,"
-                                          "wanda:0.5")
+    # dense first: the same model under llm-compressor's pinned transformers separates a version effect from a method
+    p.add_argument("--llmc-grid", default="dense,sparsegpt:0.7,wanda:0.7,sparsegpt:0.7:owl,wanda:0.7:owl,"
+                                          "sparsegpt:0.5,wanda:0.5")
     p.add_argument("--llmc-note", default=None, help="how the reused --llmc-json was produced (printed in the report)")
     p.add_argument("--llmc-timeout-min", type=float, default=20.0)
     p.add_argument("--no-size", action="store_true", help="skip the CLI checkpoint-size / RSS run")
