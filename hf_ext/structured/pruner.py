@@ -31,6 +31,7 @@ from .importance import (
 )
 from .surgery import (
     BlockLayout,
+    block_prunable_params,
     count_prunable,
     gated,
     head_units,
@@ -72,7 +73,7 @@ def plan_for(model: nn.Module, cfg: StructuredPruningConfig) -> tuple[list[Block
     budgets = []
     for i, (block, lay) in enumerate(zip(blocks, layouts)):
         steps, per_step, per_channel = unit_params(block, arch, lay, gran[i])
-        total = sum(p.numel() for path in arch.linears for p in block.get_submodule(path).parameters())
+        total = block_prunable_params(block, arch)
         protected = i < cfg.protect_first or i >= n - cfg.protect_last
         budgets.append(BlockBudget(steps, per_step, lay.intermediate_size, per_channel, total, protected))
     plan = allocate(budgets, float(cfg.ratio))

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..common.arch import ArchSpec, attention_layout, get_arch, get_blocks, set_submodule
+from ..common.arch import ArchSpec, attention_layout, block_linears, get_arch, get_blocks, set_submodule
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,15 @@ def resolve_granularity(requested: str, layout: BlockLayout) -> str:
     return requested
 
 
-def prunable_linears(block: nn.Module, arch: ArchSpec) -> list[nn.Linear]:
-    return [block.get_submodule(p) for p in arch.linears]
+def block_prunable_params(block: nn.Module, arch: ArchSpec) -> int:
+    """Parameters (weights and biases) of the attention and MLP projections of one block."""
+    return sum(p.numel() for lin in block_linears(block, arch).values() for p in lin.parameters())
 
 
 def count_prunable(model: nn.Module) -> int:
     """Parameters (weights and biases) of every attention and MLP projection of every block."""
     arch = get_arch(model)
-    return sum(p.numel() for b in get_blocks(model) for lin in prunable_linears(b, arch) for p in lin.parameters())
+    return sum(block_prunable_params(b, arch) for b in get_blocks(model))
 
 
 def _has_bias(block: nn.Module, path: str) -> int:
