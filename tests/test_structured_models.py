@@ -118,7 +118,6 @@ def test_reload_in_fresh_process_gives_identical_outputs(saved, family):
     logits, gen, _ = expected[family]
     assert torch.equal(torch.load(root / f"{family}.logits.pt"), logits)
     assert generated[family] == gen.tolist()
-    assert gen.shape[1] == 14  # generate ran after pruning
 
 
 @pytest.mark.parametrize("family", FAMILIES)
