@@ -124,7 +124,8 @@ def test_cache_policies(nested):
         (dict(max_bits=9), "max_bits must be an integer in 2..8, got 9"),
         (dict(precisions=[3, 12]), r"precisions must be .* got \[3, 12\]"),
         (dict(cache_dequantized="sometimes"), "cache_dequantized must be one of"),
-        (dict(n_samples=0), "n_samples must be >= 1"),
+        (dict(n_samples=0), "n_samples must be an integer >= 1"),
+        (dict(seqlen=2.5), "seqlen must be an integer >= 1"),
     ],
 )
 def test_config_rejects_bad_values(fields, match):

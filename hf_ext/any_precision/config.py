@@ -97,9 +97,7 @@ class AnyPrecisionConfig(HfExtQuantizationConfig):
                 raise ValueError(f"{name} must be an integer in {MIN_BITS}..{MAX_BITS}, got {value!r}.")
         if self.seed_bits > self.max_bits:
             raise ValueError(f"seed_bits ({self.seed_bits}) must not exceed max_bits ({self.max_bits}).")
-        for name in ("n_samples", "seqlen", "kmeans_iterations", "split_iterations"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}.")
+        self.check_positive_ints("n_samples", "seqlen", "kmeans_iterations", "split_iterations")
         if self.lut_dtype not in ("float16", "bfloat16", "float32"):
             raise ValueError(f"lut_dtype must be float16, bfloat16 or float32, got {self.lut_dtype!r}.")
         if self.cache_dequantized not in CACHE_POLICIES:

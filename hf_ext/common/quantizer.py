@@ -47,6 +47,22 @@ class HfExtQuantizationConfig(QuantizationConfigMixin):
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad value; subclasses extend."""
 
+    def check_positive_ints(self, *names: str) -> None:
+        """Raise naming the first of ``names`` that is not an integer >= 1 (``2.5`` and ``True`` are refused)."""
+        for name in names:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+
+    def check_non_negative(self, *names: str, integer: bool = False) -> None:
+        """Raise naming the first of ``names`` that is negative (or, with ``integer``, not an integer)."""
+        for name in names:
+            value = getattr(self, name)
+            if integer and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}.")
+
     def to_dict(self) -> dict[str, Any]:
         out = {"quant_method": self.quant_method}
         for f in dataclasses.fields(self):

@@ -129,15 +129,10 @@ class CompressionConfig(HfExtQuantizationConfig):
             raise ValueError(f"group_size must be a positive integer or None, got {self.group_size!r}.")
         if not self.calibration:
             raise ValueError("calibration must name a text source (e.g. 'pydocs' or a local file), got nothing.")
-        for name in ("n_samples", "seqlen", "batch_size", "mrp_sample_size", "hessian_levels", "blocksize"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        self.check_positive_ints("n_samples", "seqlen", "batch_size", "mrp_sample_size", "hessian_levels", "blocksize")
         if self.owl_m <= 0:
             raise ValueError(f"owl_m must be > 0, got {self.owl_m!r}.")
-        for name in ("owl_lambda", "hessian_spread", "mrp_tolerance", "dampening"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
+        self.check_non_negative("owl_lambda", "hessian_spread", "mrp_tolerance", "dampening")
         if not 0 < self.mrp_step < 1:
             raise ValueError(f"mrp_step must be in (0, 1), got {self.mrp_step!r}.")
         if not float(self.sparsity) <= self.mrp_max_sparsity < 1:

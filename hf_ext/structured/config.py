@@ -84,19 +84,12 @@ class StructuredPruningConfig(HfExtQuantizationConfig):
             raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}.")
         if self.head_granularity not in HEAD_GRANULARITIES:
             raise ValueError(f"head_granularity must be one of {HEAD_GRANULARITIES}, got {self.head_granularity!r}.")
-        for name in ("n_samples", "seqlen", "batch_size", "spsa_queries", "recovery_rank", "recovery_samples",
-                     "recovery_batch_size"):
-            if int(getattr(self, name)) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}.")
-        for name in ("protect_first", "protect_last", "recovery_steps"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
+        self.check_positive_ints("n_samples", "seqlen", "batch_size", "spsa_queries", "recovery_rank",
+                                 "recovery_samples", "recovery_batch_size")
+        self.check_non_negative("protect_first", "protect_last", "recovery_steps", integer=True)
+        self.check_non_negative("spsa_threshold", "gradient_weight")
         if not self.spsa_eps > 0:
             raise ValueError(f"spsa_eps must be > 0, got {self.spsa_eps!r}.")
-        if self.spsa_threshold < 0:
-            raise ValueError(f"spsa_threshold must be >= 0, got {self.spsa_threshold!r}.")
-        if self.gradient_weight < 0:
-            raise ValueError(f"gradient_weight must be >= 0, got {self.gradient_weight!r}.")
         if not self.recovery_lr > 0:
             raise ValueError(f"recovery_lr must be > 0, got {self.recovery_lr!r}.")
         if self.layer_shapes is not None:
