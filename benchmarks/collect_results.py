@@ -18,7 +18,9 @@ same run. Numbers are what was measured, including where we lose.
 Machine: a 2-core Intel Xeon VM with 24 GiB and no GPU; two sections ran on lent GPUs (the any-precision kernel on an
 H200, SaMIA on an H100) and say so. Many sections were measured on 2026-11-26 before 10:30 UTC while six jobs shared
 those 2 cores (load average 12-18): their wall times are inflated and say so; where a section gives CPU seconds,
-those are the comparable figure. Sections dated 10:30 UTC or later ran on a nearly idle machine.
+those are the comparable figure. Sections dated 10:30 UTC or later ran on a nearly idle machine. Since 2026-12-01 a
+timed result counts only when the load average stayed at or below 1.5; older sections flagged "Withdrawn" or
+"Qualified" say which of their claims no longer stand.
 """
 
 

@@ -11,9 +11,10 @@ import argparse
 import importlib
 import sys
 import time
-from dataclasses import dataclass, field
 
 from transformers.utils import logging
+
+from .common.demo import DemoContext, DemoRow
 
 logger = logging.get_logger(__name__)
 
@@ -31,35 +32,6 @@ _DEMO_MODULES: tuple[str, ...] = (
     "hf_ext.speculative.demo",
     "hf_ext.privacy.demo",
 )
-
-
-@dataclass
-class DemoRow:
-    """One row of the ``hf-ext demo`` table."""
-
-    capability: str
-    setting: str
-    metric: str
-    value: float | str
-    baseline: float | str = ""
-    note: str = ""
-
-
-@dataclass
-class DemoContext:
-    """What every demo row shares: the dense perplexity and the evaluation protocol, measured once."""
-
-    eval_data: str = "pydocs"
-    seqlen: int = 512
-    max_tokens: int = 4088
-    dense_ppl: float | None = None
-    extra: dict = field(default_factory=dict)
-
-    def ppl(self, model, tokenizer) -> float:
-        from .common.perplexity import perplexity
-
-        return perplexity(model, tokenizer, self.eval_data, seqlen=self.seqlen, max_tokens=self.max_tokens,
-                          progress=False).perplexity
 
 
 def _print_table(rows: list[DemoRow]) -> None:
@@ -156,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
         print(f"hf-ext: error: {e}", file=sys.stderr)
         return 2
 

@@ -46,9 +46,9 @@ def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
     assert not target.exists() and list(tmp_path.iterdir()) == []
     with atomic_dir(target) as tmp:
         (tmp / "a").write_text("1")
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, overwrite=True) as tmp:
         (tmp / "b").write_text("2")
-    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    assert sorted(p.name for p in target.iterdir()) == [".hf_ext_files.json", "b"]
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ logger = logging.get_logger(__name__)
 
 def cmd_anyprec(args: argparse.Namespace) -> int:
     from ..common.models import load_model
-    from ..common.utils import atomic_dir, timer
+    from ..common.utils import atomic_dir, check_output_dir, timer
     from .api import quantize
     from .config import AnyPrecisionConfig
     from .model import evaluate_precisions, memory_report
@@ -19,6 +19,7 @@ def cmd_anyprec(args: argparse.Namespace) -> int:
 
     cfg = AnyPrecisionConfig(seed_bits=args.seed_bits, max_bits=args.max_bits, calibration=args.calibration,
                              n_samples=args.n_samples, seqlen=args.seqlen, seed=args.seed)
+    check_output_dir(args.out, args.overwrite)  # before any heavy work
     model, tokenizer = load_model(args.model)
     with timer() as t:
         quantize(model, tokenizer, cfg)
@@ -29,7 +30,7 @@ def cmd_anyprec(args: argparse.Namespace) -> int:
         results = {k: {"perplexity": float("nan"), **m} for k, m in memory_report(model).items()}
     if args.precision is not None:
         model.set_precision(args.precision)
-    with atomic_dir(args.out) as tmp:
+    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     print(f"Saved to {args.out} ({checkpoint_file_size(args.out) / 2**20:.1f} MiB of weights; model card README.md)")
@@ -48,7 +49,9 @@ def register(subparsers, eval_subparsers) -> None:
     p.add_argument("model", help="model path or Hub id ('default': Gemma 3 270M)")
     p.add_argument("--seed-bits", type=int, default=3, help="bits of the seed model (default 3)")
     p.add_argument("--max-bits", type=int, default=8, help="bits of the parent model (default 8)")
-    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument("--out", required=True, help="output folder (written atomically; must be empty or new)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what hf-ext wrote earlier in --out (files it did not write are kept)")
     p.add_argument("--push", default=None, help="Hub repo id to push the checkpoint and its model card to")
     p.add_argument("--private", action="store_true", help="create the Hub repo private")
     p.add_argument("--calibration", default="pydocs", help="calibration text source")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 
-from ..cli import DemoContext, DemoRow
+from ..common.demo import DemoContext, DemoRow
 from .api import quantize
 from .config import AnyPrecisionConfig
 from .model import stored_mib

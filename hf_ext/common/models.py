@@ -48,7 +48,7 @@ def default_model_path(refresh: bool = False) -> Path:
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
     model.is_quantized = False
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, overwrite=True) as tmp:  # our own cache
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return target

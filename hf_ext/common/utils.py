@@ -24,28 +24,87 @@ def execution_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
+MANIFEST = ".hf_ext_files.json"
+"""Name of the list of files hf-ext wrote into an output folder (so a later overwrite removes only those)."""
+
+
+def check_output_dir(target: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse a non-empty output folder unless ``overwrite``; call it before heavy work so nothing is computed in vain.
+
+    Raises:
+        FileExistsError: ``target`` is a file, or a non-empty folder and ``overwrite`` is False.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"Output path {str(target)!r} is a file, not a folder.")
+    if target.is_dir() and not overwrite and any(target.iterdir()):
+        raise FileExistsError(f"Output folder {str(target)!r} is not empty; pass --overwrite (Python: "
+                              "overwrite=True) to replace what hf-ext wrote there (other files are kept).")
+    return target
+
+
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``target`` that replaces ``target`` only if the block succeeds.
 
     A crash or an exception leaves ``target`` as it was: nothing half-written is ever visible under its name.
+    A non-empty ``target`` is refused unless ``overwrite``; then the files hf-ext wrote there before (listed in its
+    manifest) are replaced and every other file is carried into the new folder: we never delete what we did not write.
     """
-    target = Path(target)
+    target = check_output_dir(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual permissions
     try:
         yield tmp
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, backup)
-            os.replace(tmp, target)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        written = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        if target.is_dir():
+            ours = set(_read_manifest(target))
+            for old in target.iterdir():
+                rel = old.name
+                if rel == MANIFEST or rel in ours or any(w.startswith(rel + "/") for w in ours):
+                    continue  # ours from an earlier write: replaced by this one
+                if not (tmp / rel).exists():
+                    os.link(old, tmp / rel) if old.is_file() else shutil.copytree(old, tmp / rel, symlinks=True)
+        atomic_write_text(tmp / MANIFEST, json.dumps(written, indent=1) + "\n")
+        _swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _read_manifest(folder: Path) -> list[str]:
+    try:
+        return json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return []
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Put ``tmp`` at ``target`` atomically: Linux ``renameat2(RENAME_EXCHANGE)`` swaps the two names in one step, so
+    a kill at any moment leaves either the old or the new folder under the name; elsewhere two renames."""
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    if _rename_exchange(tmp, target):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous contents
+        return
+    backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, backup)
+    os.replace(tmp, target)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _umask() -> int:

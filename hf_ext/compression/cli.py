@@ -11,7 +11,9 @@ from .config import ALLOCATIONS, METRICS
 def register(subparsers, eval_subparsers) -> None:
     p = subparsers.add_parser("compress", help="prune (and quantize) a causal LM; writes a from_pretrained folder")
     p.add_argument("model", help="model folder or Hub id ('default': the embedded Gemma 3 270M)")
-    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument("--out", required=True, help="output folder (written atomically; must be empty or new)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what hf-ext wrote earlier in --out (files it did not write are kept)")
     p.add_argument("--sparsity", type=float, default=0.5)
     p.add_argument("--allocation", choices=ALLOCATIONS, default="uniform")
     p.add_argument("--metric", choices=METRICS, default="wanda")
@@ -35,7 +37,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     from ..common.models import resolve_model_path
     from ..common.perplexity import perplexity
-    from ..common.utils import atomic_dir
+    from ..common.utils import atomic_dir, check_output_dir
     from .config import CompressionConfig
     from .quantizer import record_eval
 
@@ -44,6 +46,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         bits=args.bits, group_size=args.group_size, calibration=args.calibration, n_samples=args.n_samples,
         seqlen=args.seqlen, seed=args.seed,
     )
+    check_output_dir(args.out, args.overwrite)  # before any heavy work
     if args.low_memory:
         return _compress_from_disk(args, cfg)
     path = resolve_model_path(args.model)
@@ -56,7 +59,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         record_eval(model, "perplexity", res.perplexity, res.protocol)
         print(f"perplexity {res.perplexity:.4f} ({res.protocol})")
     out = Path(args.out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, overwrite=args.overwrite) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         report.save(tmp)
@@ -71,7 +74,7 @@ def _compress_from_disk(args: argparse.Namespace, cfg) -> int:
     if args.eval:
         raise ValueError("--eval needs the whole model in memory, which --low-memory avoids; measure the output "
                          "folder afterwards with `hf-ext eval ppl --model OUT`.")
-    report = compress_checkpoint(args.model, args.out, cfg)
+    report = compress_checkpoint(args.model, args.out, cfg, overwrite=args.overwrite)
     print(report.to_markdown())
     print(f"Saved to {args.out}, compressed from disk one block at a time (achieved sparsity "
           f"{report.achieved_sparsity:.4f}, peak RSS {report.peak_rss_mib:.0f} MiB).")

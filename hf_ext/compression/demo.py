@@ -13,7 +13,7 @@ DEMO_CONFIG = dict(sparsity=0.5, allocation="mrp", metric="wanda", calibration="
 
 
 def demo_rows(model, tokenizer, ctx) -> list:
-    from ..cli import DemoRow
+    from ..common.demo import DemoRow
 
     start = time.perf_counter()
     sparse = compress(copy.deepcopy(model), tokenizer, CompressionConfig(**DEMO_CONFIG))

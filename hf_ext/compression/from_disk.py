@@ -28,7 +28,7 @@ from ..common.arch import get_blocks
 from ..common.capture import BlockStep
 from ..common.models import resolve_model_path
 from ..common.offload import DiskOffload, SafetensorsCheckpoint, ShardWriter, empty_model
-from ..common.utils import atomic_dir, atomic_write_text, fixed_mmap_threshold
+from ..common.utils import atomic_dir, atomic_write_text, check_output_dir, fixed_mmap_threshold
 from .config import CompressionConfig
 from .layer import DTYPES
 from .pipeline import compress_model
@@ -64,6 +64,7 @@ def compress_checkpoint(
     config: CompressionConfig | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
     dtype: torch.dtype | None = None,
+    overwrite: bool = False,
     **kwargs,
 ) -> CompressionReport:
     """Compress a safetensors checkpoint block by block from disk and save the result.
@@ -74,11 +75,13 @@ def compress_checkpoint(
         config: The settings; keyword arguments build one or override fields of a copy.
         tokenizer: Calibration tokenizer (default: the checkpoint's).
         dtype: Dtype the blocks are computed and stored in (default: the checkpoint's ``dtype``, else float32).
+        overwrite: Allow a non-empty ``save_directory``: replace what hf-ext wrote there, keep every other file.
 
     Returns:
         The compression report (also saved as ``compression_report.md`` / ``.png`` in ``save_directory``).
     """
     cfg = config.copy(**kwargs) if config is not None else CompressionConfig(**kwargs)
+    check_output_dir(save_directory, overwrite)  # before any read
     path = _local_folder(str(model_name_or_path))
     fixed_mmap_threshold()
     checkpoint = SafetensorsCheckpoint(path)
@@ -88,7 +91,7 @@ def compress_checkpoint(
     offload = DiskOffload(model, checkpoint, dtype)
     offload.load_outside_blocks()
     n_blocks = len(get_blocks(model))
-    with atomic_dir(save_directory) as tmp:
+    with atomic_dir(save_directory, overwrite=overwrite) as tmp:
         writer = ShardWriter(tmp, n_blocks + 1)
 
         def save_block(step: BlockStep) -> None:

@@ -86,7 +86,7 @@ def _install_one(name: str, root: Path) -> Path:
     from ..common.utils import atomic_dir  # imports torch: only paid when something must be written
 
     try:
-        with atomic_dir(target) as tmp:
+        with atomic_dir(target, overwrite=True) as tmp:  # evaluate's module cache
             for fname, data in files.items():
                 (tmp / fname).write_bytes(data)
             (tmp / "__init__.py").touch()

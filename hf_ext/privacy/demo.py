@@ -70,7 +70,7 @@ def demo_texts() -> tuple[list[str], list[int]]:
 
 
 def demo_rows(model, tokenizer, ctx) -> list:
-    from ..cli import DemoRow
+    from ..common.demo import DemoRow
     from .attacks import attack
     from .samia import SamiaConfig
 

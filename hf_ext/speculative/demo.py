@@ -33,7 +33,7 @@ def _texts():
 
 
 def demo_rows(model, tokenizer, ctx) -> list:
-    from ..cli import DemoRow
+    from ..common.demo import DemoRow
 
     calib, doc = _texts()
     head = frequency_vocab(tokenizer, calib, min(DEMO_HEAD_VOCAB, len(tokenizer)))

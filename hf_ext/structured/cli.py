@@ -10,7 +10,10 @@ from .config import CRITERIA, HEAD_GRANULARITIES
 def register(subparsers, eval_subparsers) -> None:
     p = subparsers.add_parser("prune", help="structured pruning (MINI-LLM): remove heads and MLP channels")
     p.add_argument("model", help="model path or Hub id ('default': Gemma 3 270M)")
-    p.add_argument("--out", required=True, help="folder for the pruned model (reloads with from_pretrained)")
+    p.add_argument("--out", required=True, help="folder for the pruned model (reloads with from_pretrained; must be "
+                                                "empty or new)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what hf-ext wrote earlier in --out (files it did not write are kept)")
     p.add_argument("--ratio", type=float, default=0.2, help="fraction of prunable parameters removed")
     p.add_argument("--criterion", default="mini_llm", choices=CRITERIA)
     p.add_argument("--head-granularity", default="auto", choices=HEAD_GRANULARITIES)
@@ -27,7 +30,7 @@ def register(subparsers, eval_subparsers) -> None:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from ..common.models import load_model
-    from ..common.utils import atomic_dir
+    from ..common.utils import atomic_dir, check_output_dir
     from .config import StructuredPruningConfig
     from .quantizer import prune_structured
 
@@ -37,10 +40,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
         protect_first=args.protect_first, protect_last=args.protect_last, recovery_steps=args.recovery_steps,
         seed=args.seed,
     )
+    check_output_dir(args.out, args.overwrite)  # before any heavy work
     model, tokenizer = load_model(args.model)
     prune_structured(model, tokenizer, cfg)
     report = model.hf_quantizer.report
-    with atomic_dir(args.out) as tmp:
+    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     print(f"Removed {100 * report.achieved_ratio:.2f} % of prunable parameters (target {100 * args.ratio:.1f} %): "
