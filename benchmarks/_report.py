@@ -30,13 +30,45 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def write_section(name: str, title: str, body: str) -> Path:
-    """Write ``results/<name>.md`` with the command, machine and date, then ``body`` (markdown)."""
+LOAD_LIMIT = 1.5
+"""A timed result counts only when the 1-minute load average stayed at or below this (2 cores)."""
+
+_LOAD_AT_START = os.getloadavg()[0]
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def versions(*names: str) -> str:
+    """``name version`` for each installed distribution among ``names`` (plus torch and transformers)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for n in ("torch", "transformers", *names):
+        try:
+            out.append(f"{n} {version(n)}")
+        except PackageNotFoundError:
+            continue
+    return ", ".join(dict.fromkeys(out))
+
+
+def write_section(name: str, title: str, body: str, packages: tuple[str, ...] = (),
+                  load_before: float | None = None) -> Path:
+    """Write ``results/<name>.md`` with the command, machine, date, load average before / after and versions, then
+    ``body`` (markdown). ``load_before`` defaults to the load when this module was imported (the script's start).
+    A load above :data:`LOAD_LIMIT` is flagged in the file: such timings must be rerun before anyone quotes them."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     command = " ".join([Path(sys.executable).name, *sys.argv])
+    before = _LOAD_AT_START if load_before is None else load_before
+    after = load_average()
+    flag = "" if max(before, after) <= LOAD_LIMIT else (
+        f" **above {LOAD_LIMIT}: timings in this section are not valid; rerun on an idle machine**")
     text = (
         f"## {title}\n\n- command: `{command}`\n- machine: {machine()}\n"
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}\n\n{body.strip()}\n"
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
+        f"- load average (1 min): {before:.2f} before, {after:.2f} after{flag}\n"
+        f"- versions: {versions(*packages)}\n\n{body.strip()}\n"
     )
     path = RESULTS_DIR / f"{name}.md"
     tmp = path.with_suffix(".md.tmp")
