@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 
@@ -56,6 +57,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .common.models import load_model
     from .common.perplexity import perplexity
 
+    names = [n.split(".")[1] for n in _DEMO_MODULES]
+    unknown = [o for o in args.only or [] if o != "dense" and not any(o in n for n in _DEMO_MODULES)]
+    if unknown:
+        raise ValueError(f"--only {' '.join(unknown)}: no demo row matches; choose from dense, {', '.join(names)}.")
     start = time.perf_counter()
     model, tokenizer = load_model(args.model)
     print(f"Loaded {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f} M parameters) "
@@ -93,20 +98,28 @@ def cmd_eval_ppl(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with hf-ext's one-line errors (``hf-ext: error: ...``, exit 2) for every subcommand."""
+
+    def error(self, message: str):
+        self.exit(2, f"hf-ext: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-ext", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="hf-ext", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="run the main job on the embedded default model and print a table")
     demo.add_argument("--model", default="default", help="model path or Hub id ('default': Gemma 3 270M)")
     demo.add_argument("--data", default="pydocs", help="evaluation text source")
     demo.add_argument("--seqlen", type=int, default=512)
     demo.add_argument("--max-tokens", type=int, default=4088, help="predicted tokens for each perplexity")
-    demo.add_argument("--only", nargs="*", help="run only the demo rows whose module name contains these")
+    demo.add_argument("--only", nargs="*", help="run only the demo rows whose module name contains these "
+                                                   "('dense': the dense row alone)")
     demo.set_defaults(func=cmd_demo)
 
     ev = sub.add_parser("eval", help="evaluations")
-    ev_sub = ev.add_subparsers(dest="what", required=True)
+    ev_sub = ev.add_subparsers(dest="what", required=True, parser_class=_Parser)
     ppl = ev_sub.add_parser("ppl", help="perplexity (non-overlapping windows, BOS first where the model uses it)")
     ppl.add_argument("--model", default="default")
     ppl.add_argument("--data", default="pydocs")
@@ -128,8 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
-        print(f"hf-ext: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, ImportError) as e:  # the one error boundary: one line, exit 2, no traceback
+        if os.environ.get("HF_EXT_DEBUG"):
+            raise
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"hf-ext: error: {message}", file=sys.stderr)
         return 2
 
 

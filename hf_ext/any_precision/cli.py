@@ -20,6 +20,9 @@ def cmd_anyprec(args: argparse.Namespace) -> int:
     cfg = AnyPrecisionConfig(seed_bits=args.seed_bits, max_bits=args.max_bits, calibration=args.calibration,
                              n_samples=args.n_samples, seqlen=args.seqlen, seed=args.seed)
     check_output_dir(args.out, args.overwrite)  # before any heavy work
+    if args.precision is not None and not cfg.seed_bits <= args.precision <= cfg.max_bits:
+        raise ValueError(f"--precision {args.precision} is not stored: the checkpoint holds {cfg.seed_bits}.."
+                         f"{cfg.max_bits} bits.")
     model, tokenizer = load_model(args.model)
     with timer() as t:
         quantize(model, tokenizer, cfg)

@@ -8,6 +8,7 @@ safetensors copy once in the user's cache so every later load takes seconds.
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
@@ -55,8 +56,23 @@ def default_model_path(refresh: bool = False) -> Path:
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> str:
-    """Map ``"default"`` to the cached default model; anything else is passed through unchanged."""
-    return str(default_model_path()) if str(name_or_path) == DEFAULT_MODEL else str(name_or_path)
+    """Map ``"default"`` to the cached default model; check a local path exists; pass a Hub id through.
+
+    Raises:
+        FileNotFoundError: a path (absolute, ``./``, ``../``, ``~``, or an existing parent folder) that does not exist.
+        ValueError: a name one typo away from ``"default"`` (``defualt``), instead of a Hub look-up that fails offline.
+    """
+    name = str(name_or_path)
+    if name == DEFAULT_MODEL:
+        return str(default_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path)
+    if name.startswith(("/", "./", "../", "~")) or path.parent.is_dir() and str(path.parent) not in ("", "."):
+        raise FileNotFoundError(f"Model folder {name!r} does not exist.")
+    if difflib.get_close_matches(name, [DEFAULT_MODEL], n=1, cutoff=0.7):
+        raise ValueError(f"Unknown model {name!r}: did you mean {DEFAULT_MODEL!r} (the embedded Gemma 3 270M)?")
+    return name
 
 
 def load_model(

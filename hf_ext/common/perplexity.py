@@ -88,11 +88,13 @@ def perplexity(
     """
     if seqlen <= 1:
         raise ValueError(f"seqlen must be > 1, got {seqlen}.")
-    stride = stride or seqlen
+    stride = seqlen if stride is None else stride
     if stride <= 0 or stride > seqlen:
         raise ValueError(f"stride must be in 1..seqlen ({seqlen}), got {stride}.")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}.")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}.")
     if isinstance(data, (list, tuple)):
         docs, source = list(data), "given texts"
     else:

@@ -27,6 +27,8 @@ from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_
 from transformers.utils import logging
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
+from .config import check_int_fields, unknown_keys_error
+
 logger = logging.get_logger(__name__)
 
 
@@ -42,6 +44,7 @@ class HfExtQuantizationConfig(QuantizationConfigMixin):
     quant_method: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
+        check_int_fields(self)
         self.validate()
 
     def validate(self) -> None:
@@ -84,10 +87,10 @@ class HfExtQuantizationConfig(QuantizationConfigMixin):
         if method != cls.quant_method:
             raise ValueError(f"{cls.__name__} got quant_method {method!r}, expected {cls.quant_method!r}.")
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = set(data) - names
         if unknown:
-            logger.warning("Ignoring unknown %s fields: %s", cls.__name__, ", ".join(unknown))
-        config = cls(**{k: v for k, v in data.items() if k in names})
+            raise unknown_keys_error(cls, unknown, names)
+        config = cls(**data)
         unused = {}
         for key, value in kwargs.items():
             if key in names:

@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers.utils import logging
 
+from ..common.config import ConfigMixin
 from .metrics import TPR_MODES, check_labels, membership_metrics
-from .samia import SamiaConfig, generate_samples, rouge_n_recall, samia_scores, zlib_length
+from .samia import SamiaConfig, generate_samples, rouge_n_recall, samia_scores, split_prefix, zlib_length
 
 logger = logging.get_logger(__name__)
 
@@ -35,7 +36,7 @@ DEFAULT_METHODS = ("loss", "zlib", "min_k", "min_k_plus_plus", "samia")
 
 
 @dataclass
-class AttackConfig:
+class AttackConfig(ConfigMixin):
     """Settings of :func:`attack` shared by the likelihood attacks.
 
     Args:
@@ -53,6 +54,7 @@ class AttackConfig:
     tpr_mode: str = field(default="le", metadata={"help": "'le' (FPR <= target) or 'nearest' ROC point."})
 
     def __post_init__(self) -> None:
+        self.check_types()
         if not 0.0 < self.k <= 1.0:
             raise ValueError(f"k must be in (0, 1], got {self.k}.")
         if self.batch_size < 1:
@@ -140,6 +142,18 @@ def likelihood_scores(stats: Sequence[TokenStats], texts: Sequence[str], method:
     raise ValueError(f"Unknown likelihood attack {method!r}; choose one of {LIKELIHOOD_METHODS}.")
 
 
+def check_context(model, tokenizer, texts: Sequence[str], max_length: int | None = None) -> None:
+    """Raise ``ValueError`` naming the first text longer than the model's context (unless ``max_length`` truncates)."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is None or (max_length is not None and max_length <= limit):
+        return
+    for i, t in enumerate(texts):
+        n = len(tokenizer(t).input_ids)
+        if n > limit:
+            raise ValueError(f"text {i} has {n} tokens, more than the model's context of {limit}; shorten it or set "
+                             f"max_length (CLI: --max-length) to truncate.")
+
+
 def check_texts(texts: Sequence[str], name: str = "texts") -> list[str]:
     if isinstance(texts, str):
         raise ValueError(f"{name} must be a list of strings, not one string.")
@@ -177,9 +191,16 @@ def attack(
         raise ValueError(f"Unknown attack method(s) {unknown or methods}; choose from {METHODS}.")
     if labels is not None:
         labels = check_labels(labels, len(texts)).tolist()
+    like = [m for m in methods if m in LIKELIHOOD_METHODS]
+    samp = [m for m in methods if m in SAMPLING_METHODS]
+    # Every check that needs no forward pass runs before the first one.
+    if like:
+        check_context(model, tokenizer, texts, cfg.max_length)
+    if samp:
+        for i, t in enumerate(texts):
+            split_prefix(t, scfg.prefix_ratio, scfg.ngram, index=i)
     scores: dict[str, list[float]] = {}
     seconds: dict[str, float] = {}
-    like = [m for m in methods if m in LIKELIHOOD_METHODS]
     if like:
         t0 = time.perf_counter()
         stats = token_stats(model, tokenizer, texts, cfg.batch_size, cfg.max_length, progress=progress)
@@ -188,7 +209,6 @@ def attack(
             t1 = time.perf_counter()
             scores[m] = likelihood_scores(stats, texts, m, cfg.k)
             seconds[m] = shared + time.perf_counter() - t1
-    samp = [m for m in methods if m in SAMPLING_METHODS]
     if samp:
         rouge_n_recall("a", "a", scfg.ngram)  # builds the scorer (imports nltk) outside the timed region
         t0 = time.perf_counter()

@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersActi
     p.add_argument("--fpr", type=float, default=0.1, help="FPR at which TPR is reported")
     p.add_argument("--tpr-mode", default="le", choices=("le", "nearest"))
     p.add_argument("--batch-size", type=int, default=4, help="texts per forward pass (likelihood attacks)")
+    p.add_argument("--max-length", type=int, default=None, help="truncate texts to this many tokens")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="write per-text scores and metrics to this JSON file")
     p.set_defaults(func=cmd_eval_mia)
@@ -34,7 +35,8 @@ def cmd_eval_mia(args: argparse.Namespace) -> int:
     from .data import load_mia_dataset
     from .samia import SamiaConfig
 
-    cfg = AttackConfig(k=args.k, batch_size=args.batch_size, fpr=args.fpr, tpr_mode=args.tpr_mode)
+    cfg = AttackConfig(k=args.k, batch_size=args.batch_size, max_length=args.max_length, fpr=args.fpr,
+                       tpr_mode=args.tpr_mode)
     scfg = SamiaConfig(num_samples=args.num_samples, prefix_ratio=args.prefix_ratio, seed=args.seed)
     data = load_mia_dataset(args.data, split=args.split, text_column=args.text_column,
                             label_column=args.label_column, require_labels=False)

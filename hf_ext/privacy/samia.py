@@ -29,11 +29,13 @@ from dataclasses import dataclass, field
 import torch
 from transformers.utils import logging
 
+from ..common.config import ConfigMixin
+
 logger = logging.get_logger(__name__)
 
 
 @dataclass
-class SamiaConfig:
+class SamiaConfig(ConfigMixin):
     """Settings of a SaMIA run.
 
     Args:
@@ -61,6 +63,7 @@ class SamiaConfig:
     seed: int | None = field(default=0, metadata={"help": "Sampling seed (RNG state restored after); None = unseeded."})
 
     def __post_init__(self) -> None:
+        self.check_types()
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}.")
         if not 0.0 < self.prefix_ratio < 1.0:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..common.config import ConfigMixin
+
 
 @dataclass
-class SpeculativeConfig:
+class SpeculativeConfig(ConfigMixin):
     """Knobs of :func:`hf_ext.speculative.generate`.
 
     Args:
@@ -35,6 +37,7 @@ class SpeculativeConfig:
     adapt: bool = field(default=True, metadata={"help": "re-plan the lookahead after every iteration"})
 
     def __post_init__(self) -> None:
+        self.check_types()
         if self.max_draft_tokens < 1:
             raise ValueError(f"max_draft_tokens must be >= 1, got {self.max_draft_tokens}.")
         if not 1 <= self.initial_draft_tokens <= self.max_draft_tokens:
