@@ -8,6 +8,8 @@ saves a random-weight Llama and a small text file to a temporary folder, so each
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -32,6 +34,7 @@ def setup(args: argparse.Namespace) -> tuple[str, str, Path]:
     from hf_ext.common.models import resolve_model_path, tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="hf_ext_example_"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # leave nothing behind in the temp directory
     out = Path(args.out) if args.out else work / "out"
     if not args.tiny:
         return resolve_model_path(args.model), args.text, out

@@ -75,3 +75,10 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
         pass
     assert (os.stat(tmp_path / "f.txt").st_mode & 0o777) == 0o666 & ~_umask()
     assert (os.stat(tmp_path / "d").st_mode & 0o777) == 0o777 & ~_umask()
+
+
+def test_tiny_model_is_silent_and_takes_vocab_size(capfd):
+    model, tok = tiny_model("opt", vocab_size=1000)
+    assert capfd.readouterr().out == ""
+    assert model.config.vocab_size == 1000 and model.get_input_embeddings().weight.shape[0] == 1000
+    assert len(tok) <= 1000

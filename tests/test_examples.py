@@ -30,3 +30,11 @@ def test_example_runs(script, tmp_path):
                          capture_output=True, text=True, timeout=600, env=env, cwd=EXAMPLES)
     assert res.returncode == 0, res.stderr[-3000:]
     assert EXPECTED[script] in res.stdout
+
+
+def test_examples_leave_no_temporary_folders(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    res = subprocess.run([sys.executable, str(EXAMPLES / "compression.py"), "--tiny"], capture_output=True, text=True,
+                         timeout=600, env=env, cwd=EXAMPLES)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not list(tmp_path.glob("hf_ext_example_*"))

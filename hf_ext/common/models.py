@@ -111,7 +111,8 @@ def tiny_tokenizer(vocab_size: int = 320) -> PreTrainedTokenizerBase:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,  # a library prints nothing to stdout
     )
     tok.train_from_iterator([_TINY_CORPUS] * 4, trainer=trainer)
     bos = tok.token_to_id("<s>")
@@ -149,10 +150,17 @@ def tiny_config(family: str, vocab_size: int, **overrides):
     raise ValueError(f"Unknown tiny model family {family!r}; choose one of {SUPPORTED_TINY_FAMILIES}.")
 
 
-def tiny_model(family: str = "llama", seed: int = 0, **overrides) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A tiny random-weight causal LM of ``family`` plus a locally built tokenizer; no download, seconds on CPU."""
-    tokenizer = tiny_tokenizer()
-    config = tiny_config(family, vocab_size=len(tokenizer), **overrides)
+def tiny_model(family: str = "llama", seed: int = 0, vocab_size: int | None = None,
+               **overrides) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A tiny random-weight causal LM of ``family`` plus a locally built tokenizer; no download, seconds on CPU.
+
+    Args:
+        vocab_size: Model vocabulary (default: the tokenizer's, about 320). A larger one trains a larger tokenizer
+            as far as the built-in text allows; the embedding has ``vocab_size`` rows either way.
+        overrides: Config fields (``hidden_size=``, ``num_hidden_layers=``, ...).
+    """
+    tokenizer = tiny_tokenizer() if vocab_size is None else tiny_tokenizer(vocab_size)
+    config = tiny_config(family, vocab_size=max(len(tokenizer), vocab_size or 0), **overrides)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.eval()
