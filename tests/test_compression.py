@@ -174,3 +174,16 @@ def test_given_block_sparsities_are_used(calib):
     achieved = model.compression_report.block_achieved()
     assert achieved == pytest.approx([0.4, 0.6, 0.8], abs=0.005)
     _check_compressed(model, 0.6)
+
+
+def test_report_plot_leaves_the_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    from hf_ext.compression.report import plot_allocations
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # a user's choice, which the old plt-based code switched to Agg
+    path = plot_allocations({"uniform": [0.5, 0.6, 0.7]}, tmp_path / "p.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.get_backend() == "svg"
+    matplotlib.use(before)

@@ -10,6 +10,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..common.plots import new_figure, save_figure
 from ..common.utils import atomic_write_text
 
 
@@ -83,25 +84,18 @@ class CompressionReport:
 
 
 def plot_allocations(series: dict[str, list[float]], path: str | os.PathLike, title: str = "") -> Path:
-    """PNG line plot of per-block sparsity, one line per named allocation (atomically written)."""
-    import matplotlib
+    """PNG line plot of per-block sparsity, one line per named allocation (atomically written; the user's matplotlib
+    backend and pyplot state are left alone)."""
+    from matplotlib.ticker import MaxNLocator
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    fig, ax = new_figure()
     for label, values in series.items():
         ax.plot(range(len(values)), [100 * v for v in values], marker="o", ms=3, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # block numbers are whole numbers
     ax.set_xlabel("decoder block")
     ax.set_ylabel("sparsity (%)")
     if title:
         ax.set_title(title, fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
