@@ -120,10 +120,10 @@ def test_metric_module_follows_evaluate_conventions():
     assert module.compute(references=["a b c d"], samples=[["c d"]]) == {"scores": [1.0]}
     params = inspect.signature(type(module)._compute).parameters
     assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())  # no **kwargs
-    for name in ("references", "samples", "labels", "model", "tokenizer", "num_samples", "prefix_ratio", "zlib"):
+    for name in ("references", "predictions", "labels", "model", "tokenizer", "num_samples", "prefix_ratio", "zlib"):
         assert name in params
     assert module.info.citation and "2404.11262" in module.info.citation
-    assert list(module.info.features) == ["references"]
+    assert list(module.info.features) == ["predictions", "references"]
     readme = (Path(hm.path("samia")) / "README.md").read_text()
     for section in ("## Metric Description", "## How to Use", "### Inputs", "### Output Values",
                     "#### Values from Popular Papers", "### Examples", "## Limitations and Bias", "## Citation"):
@@ -139,7 +139,7 @@ def test_metric_bad_inputs_through_evaluate():
 
     samia = evaluate.load(hm.path("samia"))
     texts = ["a b c d", "e f g h"]
-    with pytest.raises(ValueError, match="samples has 1 entries but references has 2"):
+    with pytest.raises(ValueError, match=r"number of predictions \(1\) and references \(2\)"):
         samia.compute(references=texts, samples=[["c d"]])
     with pytest.raises(ValueError, match="labels must be 0"):
         samia.compute(references=texts, samples=[["c d"], ["g"]], labels=[1, 5])
@@ -154,3 +154,36 @@ def test_doctest_parser_sees_the_examples():
     examples = doctest.DocTestParser().get_examples(block)
     assert any("evaluate.load(\"samia\")" in e.source for e in examples)
     assert any("zlib=True" in e.source for e in examples)
+
+
+def test_no_hub_warning_when_our_cached_copy_is_used(tmp_path):
+    env = _env(tmp_path)
+    env.pop("HF_EVALUATE_OFFLINE")  # the Hub attempt fails (no network), then the cached copy is used
+    proc = _run("import evaluate, hf_ext; evaluate.load('samia'); print('OK')", env)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-2000:]
+    assert "couldn't be found" not in proc.stderr
+
+
+def test_card_numbers_match_the_results_file():
+    card = (Path(hm.path("samia")) / "README.md").read_text()
+    results = (Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "samia.md").read_text()
+    assert "app_file" not in card
+    quoted = re.search(r"AUROC ([\d.]+) / ([\d.]+) at 32 / 64 words \(TPR@10%FPR ([\d.]+) / ([\d.]+)\)", card)
+    assert quoted, "the card must quote the measured SaMIA figures"
+    auroc32, auroc64, tpr32, tpr64 = quoted.groups()
+    assert f"| 32 | samia | {auroc32} | {tpr32} |" in results
+    assert f"| 64 | samia | {auroc64} | {tpr64} |" in results
+
+
+def test_predictions_feature_and_add_batch():
+    import evaluate
+
+    samia = evaluate.load(hm.path("samia"))
+    texts = ["the cat sat on the mat all day", "stocks fell sharply on monday after the report"]
+    samples = [["the mat all day", "the mat all night"], ["a storm hit the coast", "it rained"]]
+    assert samia.compute(references=texts, predictions=samples) == {"scores": [0.875, 0.125]}
+    for t, s in zip(texts, samples):
+        samia.add_batch(references=[t], predictions=[s])
+    assert samia.compute() == {"scores": [0.875, 0.125]}
+    with pytest.raises(ValueError, match="not both"):
+        samia.compute(references=texts, predictions=samples, samples=samples)

@@ -13,6 +13,7 @@ does not resolve relative imports from its cache. Set ``HF_EXT_NO_METRIC_INSTALL
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -96,6 +97,23 @@ def _install_one(name: str, root: Path) -> Path:
     return target
 
 
+class _OurCachedModules(logging.Filter):
+    """Drops evaluate's "using the latest cached version ... couldn't be found on the Hub" warning for our modules:
+    the cached copy is the one we installed on purpose, so the warning would only alarm."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if "couldn't be found locally" not in msg:
+            return True
+        return not any(f"evaluate-metric--{name}" in msg for name in available())
+
+
+def _quiet_cache_warning() -> None:
+    log = logging.getLogger("evaluate.loading")  # evaluate's own logger name (evaluate.utils.logging)
+    if not any(isinstance(f, _OurCachedModules) for f in log.filters):
+        log.addFilter(_OurCachedModules())
+
+
 def install(names: list[str] | None = None) -> dict[str, Path]:
     """Install hf-ext's evaluate modules into evaluate's module cache (idempotent, atomic, cheap when present).
 
@@ -106,6 +124,7 @@ def install(names: list[str] | None = None) -> dict[str, Path]:
     """
     if os.environ.get("HF_EXT_NO_METRIC_INSTALL", "").lower() in ("1", "true", "yes"):
         return {}
+    _quiet_cache_warning()
     done: dict[str, Path] = {}
     try:
         root = modules_cache()
@@ -113,9 +132,9 @@ def install(names: list[str] | None = None) -> dict[str, Path]:
             done[name] = _install_one(name, root)
     except Exception as e:  # noqa: BLE001 - import hf_ext must never fail because of a cache
         # transformers' logger is imported here only: the common path must not pay for importing transformers.
-        from transformers.utils import logging
+        from transformers.utils import logging as hf_logging
 
-        logging.get_logger(__name__).warning(
+        hf_logging.get_logger(__name__).warning(
             "hf-ext could not install its evaluate modules into %s (%s: %s); evaluate.load('<name>') by name will "
             "not find them offline. Use evaluate.load(hf_ext.metrics.path('<name>')) instead.",
             modules_cache(), type(e).__name__, e,

@@ -31,8 +31,9 @@ also returns AUROC and the true-positive rate at a fixed false-positive rate.
 _KWARGS_DESCRIPTION = """
 Args:
     references (`list` of `str`): the target texts (prefix + reference part), whose membership is tested.
-    samples (`list` of `list` of `str`, optional): precomputed samples per text: continuations of the prefix, or
-        prompt + continuation (the prompt words are then removed). Give this or `model` + `tokenizer`.
+    predictions (`list` of `list` of `str`, optional): precomputed samples per text: continuations of the prefix,
+        or prompt + continuation (the prompt words are then removed). Give this (or its alias `samples`) or
+        `model` + `tokenizer`. As a feature it also works with `add_batch(references=..., predictions=...)`.
     labels (`list` of `int`, optional): 1 = member, 0 = non-member. Adds `auroc`, `tpr_at_fpr` and `fpr`.
     model (`PreTrainedModel`, optional): causal LM to sample continuations from.
     tokenizer (`PreTrainedTokenizerBase`, optional): its tokenizer.
@@ -49,6 +50,7 @@ Args:
     batch_size (`int`, defaults to 32): sequences per `generate` call.
     seed (`int`, defaults to 0): sampling seed (the global RNG state is restored afterwards).
     strip_prompt (`bool`, defaults to `True`): remove leading prompt words from precomputed samples.
+    progress (`bool`, defaults to `True`): show a progress bar while sampling from `model`.
 Returns:
     scores (`list` of `float`): SaMIA score per text, higher = member.
     auroc (`float`): area under the ROC curve (only with `labels`).
@@ -72,6 +74,13 @@ Examples:
     >>> samia.compute(references=texts, samples=samples, zlib=True)
     {'scores': [20.875, 3.625]}
 
+    Batch by batch, with the sampled texts as `predictions`:
+
+    >>> for text, sample in zip(texts, samples):
+    ...     samia.add_batch(references=[text], predictions=[sample])
+    >>> samia.compute()
+    {'scores': [0.875, 0.125]}
+
     Samples that still hold the prompt lose it first; matching is case-sensitive ("Monday" is not "monday"):
 
     >>> full = [["the cat sat on the mat all day"], ["stocks fell sharply on Monday after the report"]]
@@ -81,7 +90,8 @@ Examples:
     Sampling from a model (a tiny random one here):
 
     >>> model, tok = hf_ext.tiny_model("llama")
-    >>> out = samia.compute(references=texts, model=model, tokenizer=tok, num_samples=2, labels=[1, 0])
+    >>> out = samia.compute(references=texts, model=model, tokenizer=tok, num_samples=2, labels=[1, 0],
+    ...                     progress=False)
     >>> sorted(out), len(out["scores"])
     (['auroc', 'fpr', 'scores', 'tpr_at_fpr'], 2)
 """
@@ -94,14 +104,27 @@ class Samia(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"references": datasets.Value("string")}),
+            features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("string")),
+                                        "references": datasets.Value("string")}),
             reference_urls=["https://arxiv.org/abs/2404.11262", "https://github.com/nlp-titech/samia"],
         )
 
+    def compute(self, *, predictions=None, references=None, **kwargs):
+        """SaMIA scores of `references` (and AUROC / TPR with `labels`); the inputs follow."""
+        # evaluate needs every feature in every batch; without sampled texts (sample from `model` now, or the
+        # `samples` alias) each text gets an empty list, which `_compute` reads as "nothing precomputed".
+        samples = kwargs.pop("samples", None)
+        if samples is not None and predictions is not None:
+            raise ValueError("Pass the sampled texts once: predictions or its alias samples, not both.")
+        predictions = samples if samples is not None else predictions
+        if predictions is None and references is not None:
+            predictions = [[] for _ in references]
+        return super().compute(predictions=predictions, references=references, **kwargs)
+
     def _compute(
         self,
+        predictions,
         references,
-        samples=None,
         labels=None,
         model=None,
         tokenizer=None,
@@ -118,12 +141,14 @@ class Samia(evaluate.Metric):
         batch_size=32,
         seed=0,
         strip_prompt=True,
+        progress=True,
     ):
+        samples = None if all(len(p) == 0 for p in predictions) else [list(p) for p in predictions]
         config = SamiaConfig(
             num_samples=num_samples, prefix_ratio=prefix_ratio, ngram=ngram, zlib=zlib, temperature=temperature,
             top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
         )
         return compute_samia(
             references, samples=samples, labels=labels, model=model, tokenizer=tokenizer, config=config, fpr=fpr,
-            tpr_mode=tpr_mode, strip=strip_prompt, progress=False,
+            tpr_mode=tpr_mode, strip=strip_prompt, progress=progress,
         )
