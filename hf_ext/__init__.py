@@ -30,6 +30,9 @@ _import_structure: dict[str, list[str]] = {
     "structured": ["StructuredPruningConfig", "prune_structured"],
     "any_precision": ["AnyPrecisionConfig", "AnyPrecisionLinear"],
     "speculative": ["SpeculativeGenerationMixin", "SpeculativeConfig"],
+    "compression.optimum": ["OptimumCompressionQuantizer"],
+    "structured.optimum": ["OptimumStructuredPruner"],
+    "any_precision.optimum": ["OptimumAnyPrecisionQuantizer"],
 }
 _SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics")
 
@@ -47,9 +50,12 @@ _register()
 
 if TYPE_CHECKING:
     from .any_precision import AnyPrecisionConfig, AnyPrecisionLinear
+    from .any_precision.optimum import OptimumAnyPrecisionQuantizer
     from .common.data import calibration_batches, load_text
     from .common.models import default_model_path, load_default_model, load_model, tiny_model
     from .common.perplexity import PerplexityResult, perplexity
     from .compression import CompressionConfig, compress, compress_checkpoint
+    from .compression.optimum import OptimumCompressionQuantizer
     from .speculative import SpeculativeConfig, SpeculativeGenerationMixin
     from .structured import StructuredPruningConfig, prune_structured
+    from .structured.optimum import OptimumStructuredPruner
