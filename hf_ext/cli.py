@@ -24,6 +24,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "hf_ext.structured.cli",
     "hf_ext.any_precision.cli",
     "hf_ext.privacy.cli",
+    "hf_ext.speculative.cli",
 )
 
 _DEMO_MODULES: tuple[str, ...] = (

@@ -317,3 +317,25 @@ def test_drafts_made_by_our_own_compression_keep_greedy_identity(tiny_text_dir):
         out = target.generate(input_ids=ids, attention_mask=mask, max_new_tokens=20, do_sample=False,
                               custom_generate=spec_generate, draft_model=draft, num_draft_tokens=4)
         assert torch.equal(out, ref)
+
+
+def test_cli_generate_and_select_draft(tmp_path, tiny_text_dir):
+    import subprocess
+    import sys
+
+    model, tok = tiny_model("llama")
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    base = [sys.executable, "-m", "hf_ext.cli", "speculative"]
+    common = ["--model", str(tmp_path / "m"), "--max-new-tokens", "8", "--vocab-data", str(tiny_text_dir)]
+    res = subprocess.run([*base, "generate", *common, "--prompt", "The model reads a token", "--draft", "self:1",
+                          "--num-draft-tokens", "2"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "identical to plain greedy" in res.stdout
+    res = subprocess.run([*base, "select-draft", *common, "--draft", "lookup", "self:2", "--prompts",
+                          "a b a b a b a b", "the model reads"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "| lookup |" in res.stdout and "| self:2 |" in res.stdout
+    res = subprocess.run([*base, "generate", *common, "--prompt", "x", "--draft", "self:0"], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 2 and "self:K needs a positive block count" in res.stderr
