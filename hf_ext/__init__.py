@@ -14,11 +14,12 @@ from .common.import_utils import lazy_getattr
 
 __version__ = "0.1.0"
 
-# Each capability adds its quantizer module here; importing it registers the method with transformers.
-_REGISTRATION_MODULES: tuple[str, ...] = (
-    "hf_ext.compression.quantizer",
-    "hf_ext.structured.quantizer",
-    "hf_ext.any_precision.quantizer",
+# Each capability adds its (config, quantizer) pair here. Only the light config modules are imported at
+# `import hf_ext`; a quantizer is a "module:Class" stand-in until transformers first instantiates it.
+_QUANTIZATION_METHODS: tuple[tuple[str, str], ...] = (
+    ("hf_ext.compression.config:CompressionConfig", "hf_ext.compression.quantizer:CompressionQuantizer"),
+    ("hf_ext.structured.config:StructuredPruningConfig", "hf_ext.structured.quantizer:StructuredPruningQuantizer"),
+    ("hf_ext.any_precision.config:AnyPrecisionConfig", "hf_ext.any_precision.quantizer:AnyPrecisionQuantizer"),
 )
 
 # public name -> submodule that defines it (trl's lazy _import_structure pattern)
@@ -41,8 +42,11 @@ __getattr__ = lazy_getattr(__name__, globals(), _import_structure, _SUBPACKAGES)
 
 
 def _register() -> None:
-    for module in _REGISTRATION_MODULES:
-        importlib.import_module(module)
+    from .common.quantizer import register_method
+
+    for config_path, quantizer_path in _QUANTIZATION_METHODS:
+        module, _, name = config_path.partition(":")
+        register_method(getattr(importlib.import_module(module), name), quantizer_path)
     importlib.import_module(f"{__name__}.metrics").install()  # evaluate.load("samia") by name, offline; never raises
 
 

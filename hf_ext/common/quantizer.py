@@ -17,17 +17,20 @@ leaving the model in exactly the state ``from_pretrained`` would.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from torch import nn
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.quantizers import HfQuantizer, register_quantization_config, register_quantizer
 from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
 from transformers.utils import logging
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .config import check_int_fields, unknown_keys_error
+
+if TYPE_CHECKING:  # importing these at run time loads transformers' modeling stack: `import hf_ext` must not
+    from torch import nn
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.get_logger(__name__)
 
@@ -162,6 +165,8 @@ class HfExtQuantizer(HfQuantizer):
             if not cand:
                 continue
             try:
+                from transformers import AutoTokenizer
+
                 return AutoTokenizer.from_pretrained(cand)
             except (OSError, ValueError) as e:
                 errors.append(f"{cand}: {e}")
@@ -179,12 +184,17 @@ class HfExtQuantizer(HfQuantizer):
         return False
 
 
-def register_method(config_cls: type[HfExtQuantizationConfig], quantizer_cls: type[HfExtQuantizer]) -> None:
+def register_method(config_cls: type[HfExtQuantizationConfig], quantizer_cls: type[HfExtQuantizer] | str) -> None:
     """Register a config / quantizer pair with transformers under ``config_cls.quant_method``.
 
-    Idempotent for the same classes (a module re-import); a different class under a taken name raises.
+    ``quantizer_cls`` may be ``"module:Class"``: then a stand-in is registered that imports the real quantizer only
+    when transformers instantiates it, so ``import hf_ext`` never loads an implementation (transformers' own
+    ``_LazyModule`` idea). The real class replaces its stand-in when its module is imported. Idempotent for the same
+    classes (a module re-import); a different class under a taken name raises.
     """
     name = config_cls.quant_method
+    if isinstance(quantizer_cls, str):
+        quantizer_cls = _lazy_quantizer(quantizer_cls)
     for mapping, cls, register in (
         (AUTO_QUANTIZATION_CONFIG_MAPPING, config_cls, register_quantization_config),
         (AUTO_QUANTIZER_MAPPING, quantizer_cls, register_quantizer),
@@ -192,12 +202,27 @@ def register_method(config_cls: type[HfExtQuantizationConfig], quantizer_cls: ty
         existing = mapping.get(name)
         if existing is None:
             register(name)(cls)
-        elif existing.__qualname__ != cls.__qualname__ or existing.__module__ != cls.__module__:
-            raise ValueError(
-                f"Quantization method {name!r} is already registered to {existing.__module__}.{existing.__qualname__}."
-            )
-        else:
-            mapping[name] = cls
+        elif _class_path(existing) != _class_path(cls):
+            raise ValueError(f"Quantization method {name!r} is already registered to {_class_path(existing)}.")
+        elif not hasattr(cls, "lazy_target"):
+            mapping[name] = cls  # a module re-import, or the real quantizer taking its stand-in's place
+
+
+def _class_path(cls: type) -> str:
+    return getattr(cls, "lazy_target", None) or f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _lazy_quantizer(target: str) -> type[HfQuantizer]:
+    """A stand-in ``HfQuantizer`` subclass whose instantiation imports ``target`` ("module:Class") and returns an
+    instance of the real class."""
+
+    def __new__(cls, *args, **kwargs):
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    return type(f"Lazy{target.rpartition(':')[2]}", (HfQuantizer,), {
+        "__new__": __new__, "lazy_target": target, "__module__": __name__,
+        "__doc__": f"Stand-in that imports {target} when transformers first needs it."})
 
 
 def apply_to_model(

@@ -7,11 +7,27 @@ low-bit quantization, through transformers' quantization mechanism.
     hf_ext.compress_checkpoint(path, out, cfg)   # the same from disk, one block in memory (larger-than-RAM models)
 """
 
-from .config import CompressionConfig
-from .from_disk import compress_checkpoint
-from .layer import CompressedLinear
-from .quantizer import CompressionQuantizer, compress, record_eval
-from .report import CompressionReport
+from __future__ import annotations
 
-__all__ = ["CompressionConfig", "CompressedLinear", "CompressionQuantizer", "CompressionReport", "compress",
-           "compress_checkpoint", "record_eval"]
+from typing import TYPE_CHECKING
+
+from ..common.import_utils import lazy_getattr
+
+_import_structure: dict[str, list[str]] = {
+    "config": ["CompressionConfig"],
+    "from_disk": ["compress_checkpoint"],
+    "layer": ["CompressedLinear"],
+    "quantizer": ["CompressionQuantizer", "compress", "record_eval"],
+    "report": ["CompressionReport"],
+    "optimum": ["OptimumCompressionQuantizer"],
+}
+__all__ = sorted(n for names in _import_structure.values() for n in names)
+__getattr__ = lazy_getattr(__name__, globals(), _import_structure)
+
+if TYPE_CHECKING:
+    from .config import CompressionConfig
+    from .from_disk import compress_checkpoint
+    from .layer import CompressedLinear
+    from .optimum import OptimumCompressionQuantizer
+    from .quantizer import CompressionQuantizer, compress, record_eval
+    from .report import CompressionReport

@@ -46,6 +46,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         bits=args.bits, group_size=args.group_size, calibration=args.calibration, n_samples=args.n_samples,
         seqlen=args.seqlen, seed=args.seed,
     )
+    if args.low_memory and args.eval:
+        raise ValueError("--eval needs the whole model in memory, which --low-memory avoids; measure the output "
+                         "folder afterwards with `hf-ext eval ppl --model OUT`.")
     check_output_dir(args.out, args.overwrite)  # before any heavy work
     if args.low_memory:
         return _compress_from_disk(args, cfg)
@@ -71,9 +74,6 @@ def cmd_compress(args: argparse.Namespace) -> int:
 def _compress_from_disk(args: argparse.Namespace, cfg) -> int:
     from .from_disk import compress_checkpoint
 
-    if args.eval:
-        raise ValueError("--eval needs the whole model in memory, which --low-memory avoids; measure the output "
-                         "folder afterwards with `hf-ext eval ppl --model OUT`.")
     report = compress_checkpoint(args.model, args.out, cfg, overwrite=args.overwrite)
     print(report.to_markdown())
     print(f"Saved to {args.out}, compressed from disk one block at a time (achieved sparsity "

@@ -3,26 +3,37 @@
 ``model.generate(**inputs, custom_generate=hf_ext.speculative.generate, draft_model=draft, num_draft_tokens="auto")``
 """
 
-from .analytical import (
-    AcceptanceTracker,
-    LatencyProfile,
-    best_lookahead,
-    estimate_acceptance,
-    expected_tokens,
-    leviathan_speedup,
-    plan_lookaheads,
-    predicted_throughput,
-)
-from .config import SpeculativeConfig
-from .drafts import Drafter, ModelDrafter, PromptLookupDrafter, frequency_vocab, shallow_self_draft
-from .mixin import SpeculativeGenerationMixin, SpeculativeStats, generate
-from .select import DraftRanking, profile_target, select_draft
-from .verify import greedy_verify, lockstep_tokens, rejection_verify
+from __future__ import annotations
 
-__all__ = [
-    "AcceptanceTracker", "DraftRanking", "Drafter", "LatencyProfile", "ModelDrafter", "PromptLookupDrafter",
-    "SpeculativeConfig", "SpeculativeGenerationMixin", "SpeculativeStats", "best_lookahead", "estimate_acceptance",
-    "expected_tokens", "frequency_vocab", "generate", "greedy_verify", "leviathan_speedup", "lockstep_tokens",
-    "plan_lookaheads", "predicted_throughput", "profile_target", "rejection_verify", "select_draft",
-    "shallow_self_draft",
-]
+from typing import TYPE_CHECKING
+
+from ..common.import_utils import lazy_getattr
+
+_import_structure: dict[str, list[str]] = {
+    "analytical": ["AcceptanceTracker", "LatencyProfile", "best_lookahead", "estimate_acceptance", "expected_tokens",
+                   "leviathan_speedup", "plan_lookaheads", "predicted_throughput"],
+    "config": ["SpeculativeConfig"],
+    "drafts": ["Drafter", "ModelDrafter", "PromptLookupDrafter", "frequency_vocab", "shallow_self_draft"],
+    "mixin": ["SpeculativeGenerationMixin", "SpeculativeStats", "generate"],
+    "select": ["DraftRanking", "profile_target", "select_draft"],
+    "verify": ["greedy_verify", "lockstep_tokens", "rejection_verify"],
+}
+__all__ = sorted(n for names in _import_structure.values() for n in names)
+__getattr__ = lazy_getattr(__name__, globals(), _import_structure)
+
+if TYPE_CHECKING:
+    from .analytical import (
+        AcceptanceTracker,
+        LatencyProfile,
+        best_lookahead,
+        estimate_acceptance,
+        expected_tokens,
+        leviathan_speedup,
+        plan_lookaheads,
+        predicted_throughput,
+    )
+    from .config import SpeculativeConfig
+    from .drafts import Drafter, ModelDrafter, PromptLookupDrafter, frequency_vocab, shallow_self_draft
+    from .mixin import SpeculativeGenerationMixin, SpeculativeStats, generate
+    from .select import DraftRanking, profile_target, select_draft
+    from .verify import greedy_verify, lockstep_tokens, rejection_verify
