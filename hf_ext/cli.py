@@ -107,7 +107,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = _Parser(prog="hf-ext", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"hf-ext {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="run the main job on the embedded default model and print a table")

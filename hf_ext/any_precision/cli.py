@@ -10,6 +10,7 @@ logger = logging.get_logger(__name__)
 
 
 def cmd_anyprec(args: argparse.Namespace) -> int:
+    from ..common.cli_args import config_from_args
     from ..common.models import load_model
     from ..common.utils import atomic_dir, check_output_dir, timer
     from .api import quantize
@@ -17,8 +18,7 @@ def cmd_anyprec(args: argparse.Namespace) -> int:
     from .model import evaluate_precisions, memory_report
     from .quantizer import checkpoint_file_size
 
-    cfg = AnyPrecisionConfig(seed_bits=args.seed_bits, max_bits=args.max_bits, calibration=args.calibration,
-                             n_samples=args.n_samples, seqlen=args.seqlen, seed=args.seed)
+    cfg = config_from_args(AnyPrecisionConfig, args)
     check_output_dir(args.out, args.overwrite)  # before any heavy work
     if args.precision is not None and not cfg.seed_bits <= args.precision <= cfg.max_bits:
         raise ValueError(f"--precision {args.precision} is not stored: the checkpoint holds {cfg.seed_bits}.."
@@ -47,21 +47,25 @@ def cmd_anyprec(args: argparse.Namespace) -> int:
     return 0
 
 
+# Written by a run, or only meaningful when loading a checkpoint (precisions); --precision covers default_precision.
+RESULT_FIELDS = ("checksums", "available_precisions", "metrics", "precisions", "default_precision")
+
+
 def register(subparsers, eval_subparsers) -> None:
-    p = subparsers.add_parser("anyprec", help="any-precision quantization: one checkpoint, every bit width")
+    from ..common.cli_args import add_config_arguments
+    from .config import CACHE_POLICIES, AnyPrecisionConfig
+
+    p = subparsers.add_parser("anyprec", help="any-precision quantization: one checkpoint, every bit width",
+                              description="Options below the first group are AnyPrecisionConfig's fields.")
     p.add_argument("model", help="model path or Hub id ('default': Gemma 3 270M)")
-    p.add_argument("--seed-bits", type=int, default=3, help="bits of the seed model (default 3)")
-    p.add_argument("--max-bits", type=int, default=8, help="bits of the parent model (default 8)")
     p.add_argument("--out", required=True, help="output folder (written atomically; must be empty or new)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace what hf-ext wrote earlier in --out (files it did not write are kept)")
     p.add_argument("--push", default=None, help="Hub repo id to push the checkpoint and its model card to")
     p.add_argument("--private", action="store_true", help="create the Hub repo private")
-    p.add_argument("--calibration", default="pydocs", help="calibration text source")
-    p.add_argument("--n-samples", type=int, default=16, help="calibration windows")
-    p.add_argument("--seqlen", type=int, default=512, help="tokens per calibration window")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-data", default="pydocs", help="perplexity text for the model card")
-    p.add_argument("--eval-tokens", type=int, default=4088, help="predicted tokens per perplexity (0: skip)")
+    p.add_argument("--eval-data", default="pydocs", help="perplexity text for the model card (default: pydocs)")
+    p.add_argument("--eval-tokens", type=int, default=4088,
+                   help="predicted tokens per perplexity, 0 to skip (default: 4088)")
     p.add_argument("--precision", type=int, default=None, help="precision active after reloading (default: max)")
+    add_config_arguments(p, AnyPrecisionConfig, exclude=RESULT_FIELDS, choices={"cache_dequantized": CACHE_POLICIES})
     p.set_defaults(func=cmd_anyprec)

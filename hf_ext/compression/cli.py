@@ -5,47 +5,41 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .config import ALLOCATIONS, METRICS
+# Written by a run (needed to reload a checkpoint), not chosen by the user.
+RESULT_FIELDS = ("block_sparsities", "achieved_sparsity", "compressed_layers", "compute_dtype", "base_model")
 
 
 def register(subparsers, eval_subparsers) -> None:
-    p = subparsers.add_parser("compress", help="prune (and quantize) a causal LM; writes a from_pretrained folder")
+    from ..common.cli_args import add_config_arguments
+    from .config import ALLOCATIONS, METRICS, CompressionConfig
+
+    p = subparsers.add_parser("compress", help="prune (and quantize) a causal LM; writes a from_pretrained folder",
+                              description="Options below the first group are CompressionConfig's fields.")
     p.add_argument("model", help="model folder or Hub id ('default': the embedded Gemma 3 270M)")
     p.add_argument("--out", required=True, help="output folder (written atomically; must be empty or new)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace what hf-ext wrote earlier in --out (files it did not write are kept)")
-    p.add_argument("--sparsity", type=float, default=0.5)
-    p.add_argument("--allocation", choices=ALLOCATIONS, default="uniform")
-    p.add_argument("--metric", choices=METRICS, default="wanda")
-    p.add_argument("--structure", default="unstructured", help="'unstructured' or 'N:M' (e.g. 2:4)")
-    p.add_argument("--bits", type=int, default=None, help="bits of the kept weights (2..8); default: no quantization")
-    p.add_argument("--group-size", type=int, default=128)
-    p.add_argument("--calibration", default="pydocs", help="calibration text: pydocs, wikitext2, c4 or a path")
-    p.add_argument("--n-samples", type=int, default=128)
-    p.add_argument("--seqlen", type=int, default=512)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval", default=None, help="also measure perplexity on this text source (recorded in the card)")
     p.add_argument("--eval-max-tokens", type=int, default=None)
     p.add_argument("--low-memory", action="store_true",
                    help="stream the (safetensors) checkpoint from disk one block at a time instead of loading it: "
                         "for models larger than memory")
+    add_config_arguments(p, CompressionConfig, exclude=RESULT_FIELDS,
+                         choices={"allocation": ALLOCATIONS, "metric": METRICS})
     p.set_defaults(func=cmd_compress)
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ..common.cli_args import config_from_args
     from ..common.models import resolve_model_path
     from ..common.perplexity import perplexity
     from ..common.utils import atomic_dir, check_output_dir
     from .config import CompressionConfig
     from .quantizer import record_eval
 
-    cfg = CompressionConfig(
-        sparsity=args.sparsity, allocation=args.allocation, metric=args.metric, structure=args.structure,
-        bits=args.bits, group_size=args.group_size, calibration=args.calibration, n_samples=args.n_samples,
-        seqlen=args.seqlen, seed=args.seed,
-    )
+    cfg = config_from_args(CompressionConfig, args)
     if args.low_memory and args.eval:
         raise ValueError("--eval needs the whole model in memory, which --low-memory avoids; measure the output "
                          "folder afterwards with `hf-ext eval ppl --model OUT`.")

@@ -7,37 +7,36 @@ import argparse
 
 def register(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction) -> None:
     """Add ``hf-ext eval mia``."""
-    from .attacks import DEFAULT_METHODS, METHODS
+    from ..common.cli_args import add_config_arguments
+    from .attacks import DEFAULT_METHODS, METHODS, AttackConfig
+    from .metrics import TPR_MODES
+    from .samia import SamiaConfig
 
-    p = eval_sub.add_parser("mia", help="membership inference (loss, zlib, min-k%%, min-k%%++, SaMIA) on texts")
+    p = eval_sub.add_parser("mia", help="membership inference (loss, zlib, min-k%%, min-k%%++, SaMIA) on texts",
+                            description="The option groups below are AttackConfig's and SamiaConfig's fields.")
     p.add_argument("--model", default="default", help="model path or Hub id ('default': Gemma 3 270M)")
     p.add_argument("--data", required=True, help="WikiMIA-format .jsonl/.json/.csv/.parquet file or Hub dataset id")
     p.add_argument("--split", default="train", help="split of a Hub dataset (e.g. WikiMIA_length64)")
     p.add_argument("--text-column", default="input")
     p.add_argument("--label-column", default="label")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
-    p.add_argument("--num-samples", type=int, default=10, help="SaMIA continuations per text")
-    p.add_argument("--prefix-ratio", type=float, default=0.5, help="SaMIA prompt fraction of whitespace words")
-    p.add_argument("--k", type=float, default=0.2, help="token fraction for min-k / min-k++")
-    p.add_argument("--fpr", type=float, default=0.1, help="FPR at which TPR is reported")
-    p.add_argument("--tpr-mode", default="le", choices=("le", "nearest"))
-    p.add_argument("--batch-size", type=int, default=4, help="texts per forward pass (likelihood attacks)")
-    p.add_argument("--max-length", type=int, default=None, help="truncate texts to this many tokens")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="write per-text scores and metrics to this JSON file")
+    add_config_arguments(p, AttackConfig, choices={"tpr_mode": TPR_MODES})
+    # zlib is chosen through --methods (samia_zlib); the shared names get a samia- prefix
+    add_config_arguments(p, SamiaConfig, exclude=("zlib",), rename={"batch_size": "samia-batch-size"})
     p.set_defaults(func=cmd_eval_mia)
 
 
 def cmd_eval_mia(args: argparse.Namespace) -> int:
+    from ..common.cli_args import config_from_args
     from ..common.models import load_model
     from ..common.utils import atomic_write_json
     from .attacks import AttackConfig, attack
     from .data import load_mia_dataset
     from .samia import SamiaConfig
 
-    cfg = AttackConfig(k=args.k, batch_size=args.batch_size, max_length=args.max_length, fpr=args.fpr,
-                       tpr_mode=args.tpr_mode)
-    scfg = SamiaConfig(num_samples=args.num_samples, prefix_ratio=args.prefix_ratio, seed=args.seed)
+    cfg = config_from_args(AttackConfig, args)
+    scfg = config_from_args(SamiaConfig, args)
     data = load_mia_dataset(args.data, split=args.split, text_column=args.text_column,
                             label_column=args.label_column, require_labels=False)
     model, tokenizer = load_model(args.model)
@@ -45,7 +44,7 @@ def cmd_eval_mia(args: argparse.Namespace) -> int:
     print(f"{len(data)} texts" + ("" if data.labels is None else f" ({sum(data.labels)} members)"))
     if data.labels is None:
         print("No labels: per-text scores only (higher = member)." + ("" if args.output else " Use --output."))
-    print(f"| method | AUROC | TPR@{args.fpr:.0%}FPR ({args.tpr_mode}) | s / 100 texts |")
+    print(f"| method | AUROC | TPR@{cfg.fpr:.0%}FPR ({cfg.tpr_mode}) | s / 100 texts |")
     print("|---|---|---|---|")
     for r in results.values():
         auc = "-" if r.auroc is None else f"{r.auroc:.3f}"
