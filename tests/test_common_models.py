@@ -82,3 +82,10 @@ def test_tiny_model_is_silent_and_takes_vocab_size(capfd):
     assert capfd.readouterr().out == ""
     assert model.config.vocab_size == 1000 and model.get_input_embeddings().weight.shape[0] == 1000
     assert len(tok) <= 1000
+
+
+def test_hub_base_model_only_for_hub_ids(tmp_path):
+    from hf_ext.common.hub import hub_base_model
+
+    assert hub_base_model("facebook/opt-125m") == "facebook/opt-125m"
+    assert hub_base_model(str(tmp_path)) is None and hub_base_model("./x") is None and hub_base_model(None) is None

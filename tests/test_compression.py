@@ -91,6 +91,8 @@ def test_from_pretrained_save_reload_bit_exact_in_fresh_process(calib, tmp_path)
     assert saved["quant_method"] == "hf_ext_compression" and len(saved["compressed_layers"]) == 18
     card = (out / "README.md").read_text()
     assert "mrp" in card and "sparsegpt" in card and "4-bit" in card and str(base) in card
+    assert "https://github.com/)" not in card and "pypi.org/project/hf-ext" in card
+    assert "base_model:" not in card.split("---")[1]  # a local folder is no Hub base model
     dense_size = sum(p.numel() * 4 for p in _linears(model).values() for p in [p.weight])
     packed = sum(m.packed_bytes() for m in _linears(comp).values())
     assert packed < dense_size / 6  # 30 % kept at 4 bits + 1-bit mask + scales

@@ -19,6 +19,19 @@ from transformers import PreTrainedModel
 from .utils import atomic_write_text
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "model_cards"
+PROJECT_URL = "https://pypi.org/project/hf-ext/"
+"""Where a model card points readers for hf-ext (the package's index page; pyproject's ``Homepage``)."""
+
+
+def hub_base_model(name_or_path: str | None) -> str | None:
+    """``name_or_path`` when it reads as a Hub id (``org/name`` or ``name``), else None: a local folder must not
+    appear as ``base_model`` in a card's YAML header, where the Hub would link it."""
+    if not name_or_path:
+        return None
+    name = str(name_or_path)
+    if name.startswith(("/", ".", "~")) or Path(name).expanduser().exists() or name.count("/") > 1:
+        return None
+    return name
 
 
 def render_card(template: str, card_data: ModelCardData, **fields: Any) -> str:
@@ -26,7 +39,7 @@ def render_card(template: str, card_data: ModelCardData, **fields: Any) -> str:
     path = TEMPLATES / f"{template}.md"
     if not path.is_file():
         raise FileNotFoundError(f"No model card template {template!r} in {TEMPLATES}.")
-    return str(ModelCard.from_template(card_data, template_path=str(path), **fields))
+    return str(ModelCard.from_template(card_data, template_path=str(path), project_url=PROJECT_URL, **fields))
 
 
 def attach_model_card(model: PreTrainedModel, make_card: Callable[[PreTrainedModel], str]) -> None:

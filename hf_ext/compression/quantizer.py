@@ -12,7 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from ..common.arch import set_submodule
-from ..common.hub import attach_model_card, render_card
+from ..common.hub import attach_model_card, hub_base_model, render_card
 from ..common.quantizer import HfExtQuantizer, apply_to_model, register_method, replaced_modules
 from .config import CompressionConfig
 from .layer import DTYPES, CompressedLinear
@@ -57,7 +57,7 @@ def make_card(model: PreTrainedModel) -> str:
     evals = [{"name": k, "value": v.get("value"), "protocol": v.get("protocol", "")}
              for k, v in (cfg.eval_results or {}).items()]
     data = ModelCardData(
-        base_model=base if base and not base.startswith(("/", ".")) else None, library_name="transformers",
+        base_model=hub_base_model(base), library_name="transformers",
         tags=["hf-ext", "pruned", "sparse"] + (["quantized", f"{cfg.bits}-bit"] if cfg.bits else []),
     )
     return render_card(
