@@ -28,7 +28,7 @@ def decode_tokens_per_second(model, tokenizer, prompt: str = "The Python standar
 
 
 def demo_rows(model, tokenizer, ctx) -> list:
-    from ..cli import DemoRow
+    from ..common.demo import DemoRow
 
     dense_tps = decode_tokens_per_second(model, tokenizer)
     pruned = copy.deepcopy(model)

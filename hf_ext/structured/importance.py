@@ -36,7 +36,7 @@ on the same calibration batches (common random numbers), so the difference is no
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -98,41 +98,18 @@ def soft_threshold(g: torch.Tensor, tau: float) -> torch.Tensor:
 
 
 def fms_scores(activation: BlockScores, gate_grad: BlockScores, gradient_weight: float,
-               noise: float = 0.0) -> BlockScores:
+               noise: float | BlockScores = 0.0) -> BlockScores:
     """MINI-LLM feature-map sensitivity: ``A * (1 + lambda * soft(|g|, noise) / mean(|g|))`` per block and type.
 
-    ``noise`` is the soft threshold (``spsa_threshold`` standard errors of the SPSA estimate): with pure noise the
-    score falls back to ``A``; a gradient that stands out reorders groups.
+    ``noise`` is the soft threshold (a number, or per gate: ``spsa_threshold`` standard errors of the SPSA
+    estimate): with pure noise the score falls back to ``A``; a gradient that stands out reorders groups.
     """
-    def fuse(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def fuse(a: torch.Tensor, g: torch.Tensor, tau) -> torch.Tensor:
         scale = g.abs().float().mean().clamp_min(1e-12)
-        return a * (1.0 + gradient_weight * soft_threshold(g.float(), noise).abs() / scale)
+        return a * (1.0 + gradient_weight * soft_threshold(g.float(), tau).abs() / scale)
 
-    return BlockScores(fuse(activation.heads, gate_grad.heads), fuse(activation.channels, gate_grad.channels))
-
-
-def spsa_gradient(loss: Callable[[list[torch.Tensor]], float], dims: Sequence[int], eps: float, queries: int,
-                  generator: torch.Generator,
-                  progress: Callable[[int], None] | None = None) -> tuple[list[torch.Tensor], float]:
-    """Zeroth-order (SPSA) estimate of ``dL/dtheta`` at ``theta = 1`` (a vector split into pieces of ``dims``).
-
-    ``g = mean_k d_k z_k`` with ``d_k = [L(1 + eps z_k) - L(1 - eps z_k)] / (2 eps)`` and Rademacher ``z_k``; only
-    forward passes. Returns the pieces of ``g`` and its standard error per component, ``sqrt(mean_k d_k^2 / K)``
-    (the same for every component because ``z^2 = 1``; an upper bound of the spread over queries).
-    """
-    total = sum(dims)
-    acc = torch.zeros(total, dtype=torch.float64)
-    d_sq = 0.0
-    for k in range(queries):
-        z = torch.randint(0, 2, (total,), generator=generator).to(torch.float64) * 2 - 1
-        plus = loss(list((1 + eps * z).float().split(list(dims))))
-        minus = loss(list((1 - eps * z).float().split(list(dims))))
-        d = (plus - minus) / (2 * eps)
-        acc += d * z
-        d_sq += d * d
-        if progress is not None:
-            progress(k)
-    return list((acc / queries).float().split(list(dims))), math.sqrt(d_sq / queries / queries)
+    th, tc = (noise.heads, noise.channels) if isinstance(noise, BlockScores) else (noise, noise)
+    return BlockScores(fuse(activation.heads, gate_grad.heads, th), fuse(activation.channels, gate_grad.channels, tc))
 
 
 @dataclass(frozen=True)

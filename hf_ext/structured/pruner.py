@@ -16,6 +16,7 @@ from ..common.capture import collect_inputs
 from ..common.data import calibration_batches
 from ..common.utils import requires_grad_only
 from .config import StructuredPruningConfig
+from .gate_gradient import estimate_gate_gradient
 from .importance import (
     BlockBudget,
     BlockScores,
@@ -26,15 +27,12 @@ from .importance import (
     magnitude_scores,
     select_channels,
     select_heads,
-    spsa_gradient,
     taylor_scores,
 )
 from .surgery import (
     BlockLayout,
     block_prunable_params,
     count_prunable,
-    gated,
-    head_units,
     model_layouts,
     prune_block,
     resolve_granularity,
@@ -77,6 +75,13 @@ def plan_for(model: nn.Module, cfg: StructuredPruningConfig) -> tuple[list[Block
         protected = i < cfg.protect_first or i >= n - cfg.protect_last
         budgets.append(BlockBudget(steps, per_step, lay.intermediate_size, per_channel, total, protected))
     plan = allocate(budgets, float(cfg.ratio))
+    if plan.removed_params == 0:
+        open_ = [b for b in budgets if not b.protected]
+        capacity = sum(b.channels * b.params_per_channel for b in open_)
+        total = sum(b.total_params for b in budgets)
+        smallest = 0.5 * capacity / (max(b.channels for b in open_) * total)
+        raise ValueError(f"ratio {cfg.ratio} removes no head or channel of this model (one MLP channel per block "
+                         f"needs a ratio of about {smallest:.4f} or more). Raise the ratio.")
     if abs(plan.achieved_ratio - cfg.ratio) > 0.01:
         logger.warning("Structured pruning achieves %.4f instead of ratio %.4f: head units are too coarse here.",
                        plan.achieved_ratio, cfg.ratio)
@@ -159,25 +164,14 @@ def compute_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | 
         act = [activation_scores(_weights(b, arch), o_sq, d_sq, *s) for b, (o_sq, d_sq), s in zip(blocks, sq, shape)]
         if cfg.criterion == "activation":
             return act
-        dims = []
-        for lay, g in zip(layouts, gran):
-            dims += [head_units(lay, g), lay.intermediate_size]
-
-        def loss(pieces: list[torch.Tensor]) -> float:
-            gates = [(pieces[2 * i], pieces[2 * i + 1]) for i in range(len(blocks))]
-            with gated(model, gates, gran):
-                return _mean_loss(model, ids, cfg.batch_size)
-
-        gen = torch.Generator().manual_seed(cfg.seed)
-        bar = tqdm(total=cfg.spsa_queries, desc="SPSA queries", leave=False)
-        flat, stderr = spsa_gradient(loss, dims, cfg.spsa_eps, cfg.spsa_queries, gen,
-                                     progress=lambda k: bar.update(1))
-        bar.close()
-        grads = [BlockScores(flat[2 * i], flat[2 * i + 1]) for i in range(len(blocks))]
-        noise = cfg.spsa_threshold * stderr
-        kept = sum(int((g.abs() > noise).sum()) for piece in grads for g in (piece.heads, piece.channels))
-        logger.info("SPSA: %d of %d group gradients above %.1f standard errors.", kept, sum(dims), cfg.spsa_threshold)
-        return [fms_scores(a, g, cfg.gradient_weight, noise) for a, g in zip(act, grads)]
+        grads, stderr, info = estimate_gate_gradient(model, ids, cfg, layouts, gran)
+        c = cfg.spsa_threshold
+        noise = [BlockScores(c * e.heads, c * e.channels) for e in stderr]
+        kept = sum(int((g.abs() > t).sum()) for gs, ts in zip(grads, noise)
+                   for g, t in ((gs.heads, ts.heads), (gs.channels, ts.channels)))
+        logger.info("mini_llm: %d of %d group gradients above %.1f standard errors (%d passes).", kept,
+                    sum(g.heads.numel() + g.channels.numel() for g in grads), c, info["passes"])
+        return [fms_scores(a, g, cfg.gradient_weight, t) for a, g, t in zip(act, grads, noise)]
     finally:
         model.train(was_training)
 
