@@ -28,8 +28,9 @@ def test_config_rejects_ratio_outside_open_interval(ratio):
 
 @pytest.mark.parametrize("field,value,match", [
     ("criterion", "random", "criterion"), ("head_granularity", "x", "granul"), ("n_samples", 0, "n_samples"),
-    ("spsa_eps", 0.0, "spsa_eps"), ("protect_first", -1, "protect_first"), ("recovery_lr", float("inf"), "recovery_lr"),
-    ("recovery_lr", float("nan"), "recovery_lr"), ("recovery_lr", 0.0, "recovery_lr"), ("recovery_lr", "1e-4", "recovery_lr"),
+    ("spsa_eps", 0.0, "spsa_eps"), ("protect_first", -1, "protect_first"),
+    ("recovery_lr", float("inf"), "recovery_lr"), ("recovery_lr", float("nan"), "recovery_lr"),
+    ("recovery_lr", 0.0, "recovery_lr"), ("recovery_lr", "1e-4", "recovery_lr"),
     ("spsa_eps", float("inf"), "spsa_eps"), ("spsa_scope", "layer", "spsa_scope"), ("spsa_queries", 0, "spsa_queries"),
     ("spsa_directions", "gauss", "spsa_directions"), ("spsa_per_window", 1, "spsa_per_window")])
 def test_config_rejects_bad_fields(field, value, match):

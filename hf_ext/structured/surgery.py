@@ -138,7 +138,7 @@ def gated(model: nn.Module, gates: Sequence[tuple[torch.Tensor, torch.Tensor] | 
 
         def hook(mod, args):
             x, g = args[0], col_gate.to(args[0].dtype)
-            if g.dim() == 2:  # per sequence: (batch, cols) against (batch, tokens, cols) or flattened (batch*tokens, cols)
+            if g.dim() == 2:  # per sequence: (batch, cols) on (batch, tokens, cols) or OPT's (batch * tokens, cols)
                 g = g[:, None, :] if x.dim() == 3 else g.repeat_interleave(x.shape[0] // g.shape[0], dim=0)
             return (x * g, *args[1:])
 
