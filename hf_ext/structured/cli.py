@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .config import CRITERIA, HEAD_GRANULARITIES
+from .config import CRITERIA, HEAD_GRANULARITIES, SPSA_SCOPES
 
 
 def register(subparsers, eval_subparsers) -> None:
@@ -20,7 +20,10 @@ def register(subparsers, eval_subparsers) -> None:
     p.add_argument("--calibration", default="pydocs", help="calibration text source")
     p.add_argument("--n-samples", type=int, default=32)
     p.add_argument("--seqlen", type=int, default=128)
-    p.add_argument("--spsa-queries", type=int, default=8)
+    p.add_argument("--spsa-queries", type=int, default=None,
+                   help="mini_llm: SPSA queries per estimate unit (default: one orthogonal run per unit, accurate "
+                        "but about 2 x gates / n-samples passes over the calibration data)")
+    p.add_argument("--spsa-scope", default="type", choices=SPSA_SCOPES, help="mini_llm: gates per SPSA estimate")
     p.add_argument("--protect-first", type=int, default=0)
     p.add_argument("--protect-last", type=int, default=0)
     p.add_argument("--recovery-steps", type=int, default=0, help="LoRA recovery steps (0: none)")
@@ -37,6 +40,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     cfg = StructuredPruningConfig(
         ratio=args.ratio, criterion=args.criterion, head_granularity=args.head_granularity,
         calibration=args.calibration, n_samples=args.n_samples, seqlen=args.seqlen, spsa_queries=args.spsa_queries,
+        spsa_scope=args.spsa_scope,
         protect_first=args.protect_first, protect_last=args.protect_last, recovery_steps=args.recovery_steps,
         seed=args.seed,
     )

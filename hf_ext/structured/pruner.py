@@ -140,8 +140,13 @@ def _taylor_grads(model: nn.Module, ids: torch.Tensor, batch_size: int) -> None:
 
 
 def compute_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, cfg: StructuredPruningConfig,
-                   layouts: list[BlockLayout], gran: list[str]) -> list[BlockScores]:
-    """Importance of every head unit and MLP channel of every block under ``cfg.criterion``."""
+                   layouts: list[BlockLayout], gran: list[str], details: dict | None = None) -> list[BlockScores]:
+    """Importance of every head unit and MLP channel of every block under ``cfg.criterion``.
+
+    Args:
+        details: When given, ``mini_llm`` stores its gate-gradient estimate there (``gate_gradient``,
+            ``stderr``, ``spsa``: passes and measurements), e.g. to compare it with autograd afterwards.
+    """
     arch = get_arch(model)
     blocks = get_blocks(model)
     shape = [(lay.num_heads, lay.num_kv_heads, g) for lay, g in zip(layouts, gran)]
@@ -165,6 +170,8 @@ def compute_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | 
         if cfg.criterion == "activation":
             return act
         grads, stderr, info = estimate_gate_gradient(model, ids, cfg, layouts, gran)
+        if details is not None:
+            details.update(gate_gradient=grads, stderr=stderr, spsa=info)
         c = cfg.spsa_threshold
         noise = [BlockScores(c * e.heads, c * e.channels) for e in stderr]
         kept = sum(int((g.abs() > t).sum()) for gs, ts in zip(grads, noise)
