@@ -106,6 +106,8 @@ def test_orthogonal_directions_are_orthogonal_runs_of_norm_sqrt_d():
     assert not torch.allclose(z[:6], z[6:12])  # a fresh rotation per run
     r = DirectionStream(5, "rademacher", torch.Generator().manual_seed(0)).take(3)
     assert set(r.abs().flatten().tolist()) == {1.0}
+    big = DirectionStream(20_000, "orthogonal", torch.Generator().manual_seed(0))  # a whole model's gates
+    assert big.kind == "rademacher" and big.take(3).shape == (3, 20_000)  # no 20k x 20k rotation
     assert auto_queries(130, 8, True) == 17 and auto_queries(3, 8, True) == 4 and auto_queries(10, 8, False) == 10
 
 

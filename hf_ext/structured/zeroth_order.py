@@ -43,10 +43,10 @@ class DirectionStream:
         self.kind = kind if dim <= MAX_ORTHOGONAL_DIM else "rademacher"
         self._buffer = torch.empty(0, dim, dtype=torch.float64)
 
-    def _refill(self) -> torch.Tensor:
+    def _refill(self, n: int) -> torch.Tensor:
         d = self.dim
-        if self.kind == "rademacher":
-            return torch.randint(0, 2, (d, d), generator=self.generator).to(torch.float64) * 2 - 1
+        if self.kind == "rademacher":  # only the rows asked for: d x d would not fit for a whole model's gates
+            return torch.randint(0, 2, (n, d), generator=self.generator).to(torch.float64) * 2 - 1
         q, r = torch.linalg.qr(torch.randn(d, d, generator=self.generator, dtype=torch.float64))
         q = q * torch.sign(torch.diagonal(r))  # Haar-distributed rotation
         return q.T * math.sqrt(d)
@@ -54,7 +54,7 @@ class DirectionStream:
     def take(self, n: int) -> torch.Tensor:
         """The next ``n`` directions, shape ``(n, d)``."""
         while len(self._buffer) < n:
-            self._buffer = torch.cat([self._buffer, self._refill()])
+            self._buffer = torch.cat([self._buffer, self._refill(n - len(self._buffer))])
         out, self._buffer = self._buffer[:n], self._buffer[n:]
         return out
 
