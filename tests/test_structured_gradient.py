@@ -85,3 +85,20 @@ def test_mini_llm_scoring_memory_stays_below_backprop_taylor():
     mini, taylor = _peak_delta("mini_llm"), _peak_delta("taylor")
     assert taylor > 20, taylor  # backprop keeps every block's activations of 8 x 256 tokens
     assert mini < 0.6 * taylor, (mini, taylor)
+
+
+@pytest.mark.parametrize("scope,units", [("type", 6), ("block", 3), ("model", 1)])
+def test_prune_report_counts_the_estimate_passes(scope, units, calib):
+    from hf_ext.structured import prune_structured
+
+    model, tok = tiny_model("llama")
+    cfg = StructuredPruningConfig(ratio=0.2, calibration=calib, n_samples=4, seqlen=32, spsa_queries=2,
+                                  spsa_scope=scope)
+    prune_structured(model, tok, cfg)
+    spsa = model.hf_quantizer.report.extra["spsa"]
+    assert spsa["units"] == units and spsa["passes"] == units * 2 * 2 and spsa["measurements"] == units * 2 * 4
+    one_sided = StructuredPruningConfig(ratio=0.2, calibration=calib, n_samples=4, seqlen=32, spsa_queries=2,
+                                        spsa_scope=scope, spsa_antithetic=False)
+    model, tok = tiny_model("llama")
+    prune_structured(model, tok, one_sided)
+    assert model.hf_quantizer.report.extra["spsa"]["passes"] == units * 2 + 1

@@ -39,7 +39,7 @@ class StructuredPruningConfig(HfExtQuantizationConfig):
             feature map by about +-1 %).
         spsa_scope: Which gates one SPSA estimate covers (our choice: ``type``, a block's heads, then its MLP
             channels, so the heads' large gradients do not drown the channels' and each estimate covers at most a
-            few thousand gates; measured on a tiny Llama, cosine with autograd 0.97 vs 0.63 for ``block``, a
+            few thousand gates; measured on a tiny Llama, cosine with autograd 0.96 vs 0.63 for ``block``, a
             block's heads and channels together, at the same number of passes); ``model``, every gate at once, is
             the first release's estimate, kept for comparison: the same accuracy needs as many measurements as the
             model has gates).
@@ -64,7 +64,7 @@ class StructuredPruningConfig(HfExtQuantizationConfig):
         protect_last: Trailing blocks left unpruned.
         recovery_steps: LoRA recovery steps after pruning (0 = no recovery).
         recovery_rank: LoRA rank.
-        recovery_lr: LoRA learning rate.
+        recovery_lr: LoRA learning rate (a finite number > 0).
         recovery_samples: Calibration windows used for recovery (drawn with ``seed + 1``).
         recovery_batch_size: Windows per recovery step.
         tokenizer: Tokenizer path for the ``from_pretrained`` path when the checkpoint has none (not saved).

@@ -219,8 +219,9 @@ def prune_in_place(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | 
     prunable_before = count_prunable(model)
     layouts, gran, plan = plan_for(model, cfg)
     t0 = time.perf_counter()
+    details: dict = {}
     if scores is None:
-        scores = compute_scores(model, tokenizer, cfg, layouts, gran)
+        scores = compute_scores(model, tokenizer, cfg, layouts, gran, details=details)
     scoring = time.perf_counter() - t0
     selection = select_groups(scores, layouts, gran, plan)
     new_layouts = []
@@ -234,6 +235,8 @@ def prune_in_place(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | 
     cfg.achieved_ratio = round(1 - prunable_after / prunable_before, 6)
     report = PruneReport(params_before, sum(p.numel() for p in model.parameters()), prunable_before,
                          prunable_after, plan, cfg.layer_shapes, scoring, time.perf_counter() - start)
+    if "spsa" in details:
+        report.extra["spsa"] = details["spsa"]
     logger.info("Structured pruning (%s): removed %.2f%% of prunable parameters in %.1f s.", cfg.criterion,
                 100 * report.achieved_ratio, report.total_seconds)
     return report

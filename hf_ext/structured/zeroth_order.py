@@ -34,29 +34,41 @@ MAX_ORTHOGONAL_DIM = 8192
 
 
 class DirectionStream:
-    """Endless stream of perturbation directions in ``R^d`` with ``E[z z^T] = I`` (float64)."""
+    """Endless stream of perturbation directions in ``R^d`` with ``E[z z^T] = I`` (float64).
+
+    ``orthogonal``: rows ``k*d .. k*d + d - 1`` form a Haar-random rotation scaled by ``sqrt(d)``. Rows are drawn as
+    they are asked for (a Gaussian block projected off the run's earlier rows, then orthonormalized), so a budget of
+    a few queries never pays for a whole ``d x d`` rotation.
+    """
 
     def __init__(self, dim: int, kind: str, generator: torch.Generator):
         if kind not in DIRECTIONS:
             raise ValueError(f"directions must be one of {DIRECTIONS}, got {kind!r}.")
         self.dim, self.generator = dim, generator
         self.kind = kind if dim <= MAX_ORTHOGONAL_DIM else "rademacher"
-        self._buffer = torch.empty(0, dim, dtype=torch.float64)
+        self._run = torch.empty(0, dim, dtype=torch.float64)  # unit-norm rows of the current orthogonal run
 
-    def _refill(self, n: int) -> torch.Tensor:
-        d = self.dim
-        if self.kind == "rademacher":  # only the rows asked for: d x d would not fit for a whole model's gates
-            return torch.randint(0, 2, (n, d), generator=self.generator).to(torch.float64) * 2 - 1
-        q, r = torch.linalg.qr(torch.randn(d, d, generator=self.generator, dtype=torch.float64))
-        q = q * torch.sign(torch.diagonal(r))  # Haar-distributed rotation
-        return q.T * math.sqrt(d)
+    def _orthogonal(self, n: int) -> torch.Tensor:
+        g = torch.randn(n, self.dim, generator=self.generator, dtype=torch.float64)
+        for _ in range(2):  # twice: one projection leaves rounding-size components along the earlier rows
+            g = g - (g @ self._run.T) @ self._run
+        q, r = torch.linalg.qr(g.T)
+        rows = (q * torch.sign(torch.diagonal(r))).T
+        self._run = torch.cat([self._run, rows])
+        return rows * math.sqrt(self.dim)
 
     def take(self, n: int) -> torch.Tensor:
         """The next ``n`` directions, shape ``(n, d)``."""
-        while len(self._buffer) < n:
-            self._buffer = torch.cat([self._buffer, self._refill(n - len(self._buffer))])
-        out, self._buffer = self._buffer[:n], self._buffer[n:]
-        return out
+        if self.kind == "rademacher":
+            return torch.randint(0, 2, (n, self.dim), generator=self.generator).to(torch.float64) * 2 - 1
+        out = []
+        while n > 0:
+            if len(self._run) == self.dim:
+                self._run = self._run[:0]
+            k = min(n, self.dim - len(self._run))
+            out.append(self._orthogonal(k))
+            n -= k
+        return torch.cat(out)
 
 
 @dataclass
