@@ -12,9 +12,12 @@ One invocation measures, and writes ``results/structured.md`` and ``results/stru
     ceiling any block pruning has, from matmul parameters per token, for that model and for the default model,
     whose 262k-token LM head caps a 20 % cut at about 1.08x.
 
-Run: ``.venv/bin/python benchmarks/structured.py`` (published; on the idle 2-core machine about 50 min: 41
-perplexity evaluations of about 40 s each dominate; ``--part speed`` alone about 3 min). ``--smoke``: tiny models,
-end to end in about a minute, written to ``benchmarks/out/``.
+Run: ``.venv/bin/python benchmarks/structured.py`` (published). Estimated on the idle 2-core machine from earlier
+idle measurements (Gemma forward about 200 tokens/s): about an hour: 41 perplexity evaluations of about 40 s
+(27 min), mini_llm scoring at 1 query per unit, 72 passes of 8 x 128 tokens (about 6 min per seed, 18 min), 20 LoRA
+recoveries of about 17 s (6 min), the other scorings and process starts (3 min), the speed part (about 3 min).
+``--seeds 1`` takes about 22 min, ``--part speed`` about 3 min. ``--smoke``: tiny models, end to end in one to
+three minutes, written to ``benchmarks/out/``.
 """
 
 from __future__ import annotations

@@ -103,13 +103,6 @@ def _batches(ids: torch.Tensor, batch_size: int, device: torch.device):
 
 
 @torch.no_grad()
-def _mean_loss(model: nn.Module, ids: torch.Tensor, batch_size: int) -> float:
-    device = next(model.parameters()).device
-    losses = [model(input_ids=b, labels=b, use_cache=False).loss.item() for b in _batches(ids, batch_size, device)]
-    return sum(losses) / len(losses)
-
-
-@torch.no_grad()
 def _output_input_sq(model: nn.Module, ids: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per block: mean squared input of every column of the attention and MLP output projections."""
     arch = get_arch(model)
