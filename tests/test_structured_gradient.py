@@ -21,13 +21,14 @@ def _agree(family: str, calib: str, **kw) -> GradientAgreement:
 @pytest.mark.parametrize("family", ["llama", "opt"])
 def test_default_estimate_agrees_with_autograd(family, calib):
     new = _agree(family, calib)
-    # measured (seed 0): llama 0.97 (channels 0.61), opt 0.70 (channels 0.65); the first release's estimate
-    # (every gate at once, 8 shared Rademacher queries) gave 0.15 and 0.10
+    # measured (seed 0, 120 passes): llama 0.98 (heads 0.99, channels 0.68), opt 0.75 (0.97, 0.70). The first
+    # release's estimate (every gate at once, one shared Rademacher direction per query) gave 0.15 / 0.10 at its
+    # 8 queries and 0.35 / 0.31 at the same 120 passes
     assert new.cosine >= 0.5 and new.cosine_channels >= 0.3 and new.cosine_heads >= 0.5
     assert len(new.per_block) == 3 and new.passes > 0 and new.measurements == 8 * (new.passes // 2)
-    old = _agree(family, calib, spsa_scope="model", spsa_queries=8, spsa_per_window=False,
+    old = _agree(family, calib, spsa_scope="model", spsa_queries=new.passes // 2, spsa_per_window=False,
                  spsa_directions="rademacher")
-    assert old.passes == 16 and new.cosine > old.cosine + 0.3
+    assert old.passes == new.passes and new.cosine > old.cosine + 0.3
 
 
 def test_full_run_of_shared_orthogonal_directions_recovers_the_autograd_gradient(calib):
