@@ -16,8 +16,8 @@ from hf_ext.structured.importance import (
     fms_scores,
     select_channels,
     select_heads,
-    spsa_gradient,
 )
+from hf_ext.structured.zeroth_order import DirectionStream, auto_queries, spsa_estimate
 
 
 @pytest.mark.parametrize("ratio", [0.0, 1.0, -0.1, 1.5])
@@ -28,7 +28,11 @@ def test_config_rejects_ratio_outside_open_interval(ratio):
 
 @pytest.mark.parametrize("field,value,match", [
     ("criterion", "random", "criterion"), ("head_granularity", "x", "granul"), ("n_samples", 0, "n_samples"),
-    ("spsa_eps", 0.0, "spsa_eps"), ("protect_first", -1, "protect_first")])
+    ("spsa_eps", 0.0, "spsa_eps"), ("protect_first", -1, "protect_first"),
+    ("recovery_lr", float("inf"), "recovery_lr"), ("recovery_lr", float("nan"), "recovery_lr"),
+    ("recovery_lr", 0.0, "recovery_lr"), ("recovery_lr", "1e-4", "recovery_lr"),
+    ("spsa_eps", float("inf"), "spsa_eps"), ("spsa_scope", "layer", "spsa_scope"), ("spsa_queries", 0, "spsa_queries"),
+    ("spsa_directions", "gauss", "spsa_directions"), ("spsa_per_window", 1, "spsa_per_window")])
 def test_config_rejects_bad_fields(field, value, match):
     with pytest.raises(ValueError, match=match):
         StructuredPruningConfig(**{field: value})
@@ -94,21 +98,74 @@ def test_aggregate_and_fms():
     assert fms_scores(act, grad, 1.0, noise=2.0).channels.tolist() == [2.0, 1.5]
 
 
-def test_spsa_estimates_gradient_from_forward_passes_only():
-    a = torch.tensor([3.0, -1.0, 0.5, 2.0, -2.5])
+def test_orthogonal_directions_are_orthogonal_runs_of_norm_sqrt_d():
+    z = DirectionStream(6, "orthogonal", torch.Generator().manual_seed(0)).take(14)
+    assert z.shape == (14, 6)
+    torch.testing.assert_close(z[:6] @ z[:6].T, 6 * torch.eye(6, dtype=torch.float64))
+    torch.testing.assert_close(z[6:12] @ z[6:12].T, 6 * torch.eye(6, dtype=torch.float64))
+    assert not torch.allclose(z[:6], z[6:12])  # a fresh rotation per run
+    r = DirectionStream(5, "rademacher", torch.Generator().manual_seed(0)).take(3)
+    assert set(r.abs().flatten().tolist()) == {1.0}
+    big = DirectionStream(20_000, "orthogonal", torch.Generator().manual_seed(0))  # a whole model's gates
+    assert big.kind == "rademacher" and big.take(3).shape == (3, 20_000)  # no 20k x 20k rotation
+    assert auto_queries(130, 8, True) == 17 and auto_queries(3, 8, True) == 4 and auto_queries(10, 8, False) == 10
+
+
+def _quadratic(a, per_window_noise=None):
+    """Per-window losses of ``L_w(theta) = (a + n_w) . theta + 0.5 |theta - 1|^2``: gradient at 1 is a + n_w."""
     calls = []
 
-    def loss(pieces):
-        theta = torch.cat(pieces)
+    def loss(gates):
         calls.append(1)
-        return float((a * theta).sum() + 0.5 * ((theta - 1) ** 2).sum())  # gradient at theta=1 is a
+        n = 4
+        theta = torch.ones(n, len(a)) if gates is None else gates.double()
+        slope = a + (per_window_noise if per_window_noise is not None else 0)
+        return (slope * theta).sum(1) + 0.5 * ((theta - 1) ** 2).sum(1)
 
-    pieces, stderr = spsa_gradient(loss, [2, 3], 1e-3, 4000, torch.Generator().manual_seed(0))
-    g = torch.cat(pieces)
-    assert len(calls) == 8000
-    assert torch.allclose(g, a, atol=0.25) and 0.01 < stderr < 0.2  # sqrt(sum a^2 / 4000) = 0.076
-    one, _ = spsa_gradient(lambda p: float(4.0 * p[0].sum()), [1], 1e-2, 1, torch.Generator().manual_seed(0))
-    assert torch.allclose(one[0], torch.tensor([4.0]), atol=1e-4)
+    return loss, calls
+
+
+def test_spsa_estimate_is_exact_after_one_orthogonal_run_and_counts_passes():
+    a = torch.tensor([3.0, -1.0, 0.5, 2.0, -2.5, 1.0, 0.0, 4.0], dtype=torch.float64)
+    loss, calls = _quadratic(a)
+    # 4 windows, 8 gates: two queries span the space, so the estimate is exact (up to the finite difference)
+    est = spsa_estimate(loss, 8, 4, 1e-3, 2, torch.Generator().manual_seed(0))
+    assert len(calls) == 4 and est.passes == 4 and est.measurements == 8
+    torch.testing.assert_close(est.grad.double(), a, atol=1e-3, rtol=1e-3)
+    # independent (Rademacher) directions at the same budget are much worse: what orthogonal runs buy
+    rad = spsa_estimate(loss, 8, 4, 1e-3, 2, torch.Generator().manual_seed(0), directions="rademacher")
+    assert (rad.grad.double() - a).norm() > 0.3 * a.norm()
+    # one-sided differences: one pass per query plus the unperturbed one
+    loss, calls = _quadratic(a)
+    one = spsa_estimate(loss, 8, 4, 1e-4, 2, torch.Generator().manual_seed(0), antithetic=False)
+    assert len(calls) == 3 and one.passes == 3
+    torch.testing.assert_close(one.grad.double(), a, atol=1e-2, rtol=1e-2)
+
+
+def test_spsa_estimate_per_window_averages_window_gradients_and_reports_stderr():
+    a = torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)
+    noise = torch.randn(4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    loss, _ = _quadratic(a, noise)
+    est = spsa_estimate(loss, 3, 4, 1e-3, 600, torch.Generator().manual_seed(0))
+    target = a + noise.mean(0)  # the gradient of the mean loss over windows
+    assert (est.grad.double() - target).abs().max() < 4 * est.stderr.max()
+    assert 0 < est.stderr.max() < 0.2
+    shared = spsa_estimate(loss, 3, 4, 1e-3, 3, torch.Generator().manual_seed(0), per_window=False)
+    torch.testing.assert_close(shared.grad.double(), target, atol=1e-3, rtol=1e-3)  # one run of shared directions
+
+
+def test_fms_accepts_per_gate_noise():
+    act = BlockScores(torch.tensor([1.0, 1.0]), torch.tensor([2.0, 1.0]))
+    grad = BlockScores(torch.tensor([0.0, 2.0]), torch.tensor([1.0, -3.0]))
+    noise = BlockScores(torch.tensor([0.0, 0.0]), torch.tensor([0.0, 5.0]))
+    assert fms_scores(act, grad, 1.0, noise).channels.tolist() == [3.0, 1.0]
+
+
+def test_ratio_too_small_to_remove_one_group_raises():
+    model, tok = tiny_model("llama")
+    with pytest.raises(ValueError, match="removes no head or channel"):
+        prune_structured(model, tok, StructuredPruningConfig(ratio=0.001, criterion="magnitude"))
+    assert model.model.layers[0].mlp.down_proj.in_features == 128
 
 
 def test_ratio_removing_every_head_of_a_layer_raises_before_any_work():

@@ -62,7 +62,6 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type, excl
             kwargs["choices"] = list(choices[f.name])
         if inner is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-            kwargs["help"] = f.metadata.get("help", "")
         elif origin in (list, tuple):
             kwargs["nargs"] = "+"
             kwargs["type"] = (typing.get_args(inner) or (str,))[0]

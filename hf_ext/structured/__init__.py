@@ -8,6 +8,7 @@ from ..common.import_utils import lazy_getattr
 
 _import_structure: dict[str, list[str]] = {
     "config": ["StructuredPruningConfig"],
+    "gate_gradient": ["GradientAgreement", "gradient_agreement"],
     "quantizer": ["StructuredPruningQuantizer", "prune_structured"],
     "optimum": ["OptimumStructuredPruner"],
 }
@@ -16,5 +17,6 @@ __getattr__ = lazy_getattr(__name__, globals(), _import_structure)
 
 if TYPE_CHECKING:
     from .config import StructuredPruningConfig
+    from .gate_gradient import GradientAgreement, gradient_agreement
     from .optimum import OptimumStructuredPruner
     from .quantizer import StructuredPruningQuantizer, prune_structured

@@ -9,7 +9,7 @@ RESULT_FIELDS = ("layer_shapes", "achieved_ratio")  # written by a run, needed t
 
 def register(subparsers, eval_subparsers) -> None:
     from ..common.cli_args import add_config_arguments
-    from .config import CRITERIA, HEAD_GRANULARITIES, StructuredPruningConfig
+    from .config import CRITERIA, HEAD_GRANULARITIES, SPSA_SCOPES, StructuredPruningConfig
 
     p = subparsers.add_parser("prune", help="structured pruning (MINI-LLM): remove heads and MLP channels",
                               description="Options below the first group are StructuredPruningConfig's fields.")
@@ -19,7 +19,8 @@ def register(subparsers, eval_subparsers) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace what hf-ext wrote earlier in --out (files it did not write are kept)")
     add_config_arguments(p, StructuredPruningConfig, exclude=RESULT_FIELDS,
-                         choices={"criterion": CRITERIA, "head_granularity": HEAD_GRANULARITIES})
+                         choices={"criterion": CRITERIA, "head_granularity": HEAD_GRANULARITIES,
+                                  "spsa_scope": SPSA_SCOPES})
     p.set_defaults(func=cmd_prune)
 
 

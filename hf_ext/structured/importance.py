@@ -15,28 +15,35 @@ input column ``j`` of the output projection (o / down) over the calibration toke
   of the calibration language-model loss accumulated over all calibration windows (element-wise first order).
 * ``mini_llm`` (feature-map sensitivity, forward passes only):
   ``A * (1 + lambda * soft(|g|, c * se) / mean_block(|g|))``, where
-  ``g`` is the SPSA estimate of ``dL/dm`` for a gate ``m`` (= 1) that scales the group's feature map (its output
-  columns). ``dL/dm = sum_{w in group} w * dL/dw`` is the first-order change of the loss when the group's output is
-  scaled, the quantity a backprop Taylor score uses; SPSA estimates it from two forward passes per query:
-  ``g = mean_k [L(m + eps z_k) - L(m - eps z_k)] / (2 eps) * z_k`` with Rademacher ``z_k`` over every group of
-  every block at once; ``se`` is the estimate's standard error and ``soft`` soft-thresholds at ``c`` of them
-  (``spsa_threshold``).
+  ``g`` is a zeroth-order (SPSA) estimate of ``dL/dm`` for a gate ``m`` (= 1) that scales the group's feature map
+  (its output columns). ``dL/dm = sum_{w in group} w * dL/dw`` is the first-order change of the loss when the
+  group's output is scaled, the quantity a backprop Taylor score uses. The estimate
+  (:mod:`~hf_ext.structured.zeroth_order`, :mod:`~hf_ext.structured.gate_gradient`) perturbs one block's heads,
+  then its channels (``spsa_scope``), with antithetic pairs, every calibration window in its own direction, and runs
+  of orthogonal directions; ``se`` is each gate's standard error over its measurements and ``soft``
+  soft-thresholds at ``c`` of them (``spsa_threshold``). :func:`hf_ext.structured.gradient_agreement` reports its
+  cosine with the autograd gate gradient.
 
-Our choices (MINI-LLM's exact equations are not public in verifiable form): perturbing group *gates* rather than
-individual weights (the gate space has one dimension per group, tens of thousands instead of hundreds of millions
-of weights, so far fewer queries give a usable estimate, and it measures exactly the feature-map sensitivity);
-fusing magnitude and activation through ``A``; the multiplicative ``(1 + lambda * normalized |g|)`` fusion, which
-lets the gradient reorder groups of similar size without letting SPSA noise erase a large feature map
-(``lambda = 0`` reduces ``mini_llm`` to ``activation``); soft-thresholding the estimate at ``c = 2`` standard
-errors, because with tens of thousands of groups and a few dozen queries most components of an SPSA estimate are
-noise, and only components that stand out should move a group; Rademacher directions and antithetic evaluation
-on the same calibration batches (common random numbers), so the difference is not swamped by data noise.
+Weight space or gate space. The MINI-LLM paper's zeroth-order step is the MeZO-style estimate in *weight* space
+(``g_W = [L(W + eps Z) - L(W - eps Z)] / (2 eps) * Z`` over every weight, as in REFERENCES.md), from which a
+group's sensitivity is aggregated; its exact equations are not public in verifiable form. We implement it in
+*gate* space: aggregated over a group, the weight-space estimate ``sum_{w in group} w * g_w`` has the same
+expectation, ``dL/dm``, but its variance carries every weight direction of every group (hundreds of millions),
+while the gate space has one dimension per group, so the same number of forward passes gives a far more accurate
+estimate of exactly the quantity the score uses. Forward passes only, no autograd, inference-level memory.
+
+Other choices of ours: fusing magnitude and activation through ``A``; the multiplicative
+``(1 + lambda * normalized |g|)`` fusion, which lets the gradient reorder groups of similar size without letting
+estimation noise erase a large feature map (``lambda = 0`` reduces ``mini_llm`` to ``activation``);
+soft-thresholding at ``c = 1`` standard error, so only components that stand out of their own noise move a group;
+antithetic evaluation on the same calibration windows (common random numbers), so the difference is not swamped by
+data noise.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -98,41 +105,18 @@ def soft_threshold(g: torch.Tensor, tau: float) -> torch.Tensor:
 
 
 def fms_scores(activation: BlockScores, gate_grad: BlockScores, gradient_weight: float,
-               noise: float = 0.0) -> BlockScores:
+               noise: float | BlockScores = 0.0) -> BlockScores:
     """MINI-LLM feature-map sensitivity: ``A * (1 + lambda * soft(|g|, noise) / mean(|g|))`` per block and type.
 
-    ``noise`` is the soft threshold (``spsa_threshold`` standard errors of the SPSA estimate): with pure noise the
-    score falls back to ``A``; a gradient that stands out reorders groups.
+    ``noise`` is the soft threshold (a number, or per gate: ``spsa_threshold`` standard errors of the SPSA
+    estimate): with pure noise the score falls back to ``A``; a gradient that stands out reorders groups.
     """
-    def fuse(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def fuse(a: torch.Tensor, g: torch.Tensor, tau) -> torch.Tensor:
         scale = g.abs().float().mean().clamp_min(1e-12)
-        return a * (1.0 + gradient_weight * soft_threshold(g.float(), noise).abs() / scale)
+        return a * (1.0 + gradient_weight * soft_threshold(g.float(), tau).abs() / scale)
 
-    return BlockScores(fuse(activation.heads, gate_grad.heads), fuse(activation.channels, gate_grad.channels))
-
-
-def spsa_gradient(loss: Callable[[list[torch.Tensor]], float], dims: Sequence[int], eps: float, queries: int,
-                  generator: torch.Generator,
-                  progress: Callable[[int], None] | None = None) -> tuple[list[torch.Tensor], float]:
-    """Zeroth-order (SPSA) estimate of ``dL/dtheta`` at ``theta = 1`` (a vector split into pieces of ``dims``).
-
-    ``g = mean_k d_k z_k`` with ``d_k = [L(1 + eps z_k) - L(1 - eps z_k)] / (2 eps)`` and Rademacher ``z_k``; only
-    forward passes. Returns the pieces of ``g`` and its standard error per component, ``sqrt(mean_k d_k^2 / K)``
-    (the same for every component because ``z^2 = 1``; an upper bound of the spread over queries).
-    """
-    total = sum(dims)
-    acc = torch.zeros(total, dtype=torch.float64)
-    d_sq = 0.0
-    for k in range(queries):
-        z = torch.randint(0, 2, (total,), generator=generator).to(torch.float64) * 2 - 1
-        plus = loss(list((1 + eps * z).float().split(list(dims))))
-        minus = loss(list((1 - eps * z).float().split(list(dims))))
-        d = (plus - minus) / (2 * eps)
-        acc += d * z
-        d_sq += d * d
-        if progress is not None:
-            progress(k)
-    return list((acc / queries).float().split(list(dims))), math.sqrt(d_sq / queries / queries)
+    th, tc = (noise.heads, noise.channels) if isinstance(noise, BlockScores) else (noise, noise)
+    return BlockScores(fuse(activation.heads, gate_grad.heads, th), fuse(activation.channels, gate_grad.channels, tc))
 
 
 @dataclass(frozen=True)

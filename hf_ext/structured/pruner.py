@@ -16,6 +16,7 @@ from ..common.capture import collect_inputs
 from ..common.data import calibration_batches
 from ..common.utils import requires_grad_only
 from .config import StructuredPruningConfig
+from .gate_gradient import estimate_gate_gradient
 from .importance import (
     BlockBudget,
     BlockScores,
@@ -26,15 +27,12 @@ from .importance import (
     magnitude_scores,
     select_channels,
     select_heads,
-    spsa_gradient,
     taylor_scores,
 )
 from .surgery import (
     BlockLayout,
     block_prunable_params,
     count_prunable,
-    gated,
-    head_units,
     model_layouts,
     prune_block,
     resolve_granularity,
@@ -77,6 +75,13 @@ def plan_for(model: nn.Module, cfg: StructuredPruningConfig) -> tuple[list[Block
         protected = i < cfg.protect_first or i >= n - cfg.protect_last
         budgets.append(BlockBudget(steps, per_step, lay.intermediate_size, per_channel, total, protected))
     plan = allocate(budgets, float(cfg.ratio))
+    if plan.removed_params == 0:
+        open_ = [b for b in budgets if not b.protected]
+        capacity = sum(b.channels * b.params_per_channel for b in open_)
+        total = sum(b.total_params for b in budgets)
+        smallest = 0.5 * capacity / (max(b.channels for b in open_) * total)
+        raise ValueError(f"ratio {cfg.ratio} removes no head or channel of this model (one MLP channel per block "
+                         f"needs a ratio of about {smallest:.4f} or more). Raise the ratio.")
     if abs(plan.achieved_ratio - cfg.ratio) > 0.01:
         logger.warning("Structured pruning achieves %.4f instead of ratio %.4f: head units are too coarse here.",
                        plan.achieved_ratio, cfg.ratio)
@@ -95,13 +100,6 @@ def _weights(block: nn.Module, arch, grad: bool = False) -> dict:
 def _batches(ids: torch.Tensor, batch_size: int, device: torch.device):
     for s in range(0, len(ids), batch_size):
         yield ids[s : s + batch_size].to(device)
-
-
-@torch.no_grad()
-def _mean_loss(model: nn.Module, ids: torch.Tensor, batch_size: int) -> float:
-    device = next(model.parameters()).device
-    losses = [model(input_ids=b, labels=b, use_cache=False).loss.item() for b in _batches(ids, batch_size, device)]
-    return sum(losses) / len(losses)
 
 
 @torch.no_grad()
@@ -135,8 +133,13 @@ def _taylor_grads(model: nn.Module, ids: torch.Tensor, batch_size: int) -> None:
 
 
 def compute_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, cfg: StructuredPruningConfig,
-                   layouts: list[BlockLayout], gran: list[str]) -> list[BlockScores]:
-    """Importance of every head unit and MLP channel of every block under ``cfg.criterion``."""
+                   layouts: list[BlockLayout], gran: list[str], details: dict | None = None) -> list[BlockScores]:
+    """Importance of every head unit and MLP channel of every block under ``cfg.criterion``.
+
+    Args:
+        details: When given, ``mini_llm`` stores its gate-gradient estimate there (``gate_gradient``,
+            ``stderr``, ``spsa``: passes and measurements), e.g. to compare it with autograd afterwards.
+    """
     arch = get_arch(model)
     blocks = get_blocks(model)
     shape = [(lay.num_heads, lay.num_kv_heads, g) for lay, g in zip(layouts, gran)]
@@ -159,25 +162,16 @@ def compute_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | 
         act = [activation_scores(_weights(b, arch), o_sq, d_sq, *s) for b, (o_sq, d_sq), s in zip(blocks, sq, shape)]
         if cfg.criterion == "activation":
             return act
-        dims = []
-        for lay, g in zip(layouts, gran):
-            dims += [head_units(lay, g), lay.intermediate_size]
-
-        def loss(pieces: list[torch.Tensor]) -> float:
-            gates = [(pieces[2 * i], pieces[2 * i + 1]) for i in range(len(blocks))]
-            with gated(model, gates, gran):
-                return _mean_loss(model, ids, cfg.batch_size)
-
-        gen = torch.Generator().manual_seed(cfg.seed)
-        bar = tqdm(total=cfg.spsa_queries, desc="SPSA queries", leave=False)
-        flat, stderr = spsa_gradient(loss, dims, cfg.spsa_eps, cfg.spsa_queries, gen,
-                                     progress=lambda k: bar.update(1))
-        bar.close()
-        grads = [BlockScores(flat[2 * i], flat[2 * i + 1]) for i in range(len(blocks))]
-        noise = cfg.spsa_threshold * stderr
-        kept = sum(int((g.abs() > noise).sum()) for piece in grads for g in (piece.heads, piece.channels))
-        logger.info("SPSA: %d of %d group gradients above %.1f standard errors.", kept, sum(dims), cfg.spsa_threshold)
-        return [fms_scores(a, g, cfg.gradient_weight, noise) for a, g in zip(act, grads)]
+        grads, stderr, info = estimate_gate_gradient(model, ids, cfg, layouts, gran)
+        if details is not None:
+            details.update(gate_gradient=grads, stderr=stderr, spsa=info)
+        c = cfg.spsa_threshold
+        noise = [BlockScores(c * e.heads, c * e.channels) for e in stderr]
+        kept = sum(int((g.abs() > t).sum()) for gs, ts in zip(grads, noise)
+                   for g, t in ((gs.heads, ts.heads), (gs.channels, ts.channels)))
+        logger.info("mini_llm: %d of %d group gradients above %.1f standard errors (%d passes).", kept,
+                    sum(g.heads.numel() + g.channels.numel() for g in grads), c, info["passes"])
+        return [fms_scores(a, g, cfg.gradient_weight, t) for a, g, t in zip(act, grads, noise)]
     finally:
         model.train(was_training)
 
@@ -218,8 +212,9 @@ def prune_in_place(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | 
     prunable_before = count_prunable(model)
     layouts, gran, plan = plan_for(model, cfg)
     t0 = time.perf_counter()
+    details: dict = {}
     if scores is None:
-        scores = compute_scores(model, tokenizer, cfg, layouts, gran)
+        scores = compute_scores(model, tokenizer, cfg, layouts, gran, details=details)
     scoring = time.perf_counter() - t0
     selection = select_groups(scores, layouts, gran, plan)
     new_layouts = []
@@ -233,6 +228,8 @@ def prune_in_place(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | 
     cfg.achieved_ratio = round(1 - prunable_after / prunable_before, 6)
     report = PruneReport(params_before, sum(p.numel() for p in model.parameters()), prunable_before,
                          prunable_after, plan, cfg.layer_shapes, scoring, time.perf_counter() - start)
+    if "spsa" in details:
+        report.extra["spsa"] = details["spsa"]
     logger.info("Structured pruning (%s): removed %.2f%% of prunable parameters in %.1f s.", cfg.criterion,
                 100 * report.achieved_ratio, report.total_seconds)
     return report

@@ -116,7 +116,7 @@ def head_units(layout: BlockLayout, granularity: str) -> int:
 def o_column_gate(unit_gate: torch.Tensor, layout: BlockLayout, granularity: str) -> torch.Tensor:
     """Expand a per-unit gate to the input columns of the output projection."""
     per_unit = layout.group_size * layout.head_dim if granularity == "kv_group" else layout.head_dim
-    return unit_gate.repeat_interleave(per_unit)
+    return unit_gate.repeat_interleave(per_unit, dim=-1)
 
 
 @contextlib.contextmanager
@@ -125,7 +125,9 @@ def gated(model: nn.Module, gates: Sequence[tuple[torch.Tensor, torch.Tensor] | 
     """Scale each head unit's and MLP channel's output (feature map) by a gate while the block runs.
 
     ``gates[i] = (head_unit_gate, channel_gate)`` for block ``i`` (``None``: untouched). Gates of 1 leave the model
-    unchanged; gates of 0 compute exactly what the model computes with those groups removed.
+    unchanged; gates of 0 compute exactly what the model computes with those groups removed. A gate of shape
+    ``(batch, units)`` gives every sequence of the batch its own gate (zeroth-order estimates perturb each
+    calibration window in its own direction); gates may require grad (the autograd reference of the estimate).
     """
     arch = get_arch(model)
     head_dim = attention_layout(model).head_dim
@@ -133,7 +135,14 @@ def gated(model: nn.Module, gates: Sequence[tuple[torch.Tensor, torch.Tensor] | 
 
     def scaler(module: nn.Module, col_gate: torch.Tensor):
         col_gate = col_gate.to(module.weight.device)  # once, not on every forward
-        return lambda mod, args: (args[0] * col_gate.to(args[0].dtype), *args[1:])
+
+        def hook(mod, args):
+            x, g = args[0], col_gate.to(args[0].dtype)
+            if g.dim() == 2:  # per sequence: (batch, cols) on (batch, tokens, cols) or OPT's (batch * tokens, cols)
+                g = g[:, None, :] if x.dim() == 3 else g.repeat_interleave(x.shape[0] // g.shape[0], dim=0)
+            return (x * g, *args[1:])
+
+        return hook
 
     try:
         for i, block in enumerate(get_blocks(model)):
