@@ -10,8 +10,8 @@ low-bit quantization, through transformers' quantization mechanism.
 from .config import CompressionConfig
 from .from_disk import compress_checkpoint
 from .layer import CompressedLinear
-from .quantizer import CompressionQuantizer, compress, record_eval
+from .quantizer import CompressionQuantizer, compress, record_eval, set_resident
 from .report import CompressionReport
 
 __all__ = ["CompressionConfig", "CompressedLinear", "CompressionQuantizer", "CompressionReport", "compress",
-           "compress_checkpoint", "record_eval"]
+           "compress_checkpoint", "record_eval", "set_resident"]
