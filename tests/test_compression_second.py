@@ -16,8 +16,9 @@ from hf_ext.common.arch import named_block_linears
 from hf_ext.common.data import calibration_batches
 from hf_ext.common.models import tiny_model
 from hf_ext.compression import CompressedLinear, CompressionConfig, compress, set_resident
+from hf_ext.compression.alps import alps_prune
 from hf_ext.compression.layer import quantize_kept
-from hf_ext.compression.metrics import importance, unstructured_mask
+from hf_ext.compression.metrics import check_nm, importance, unstructured_mask
 from hf_ext.compression.mrp_measured import MeasuredBlock
 from hf_ext.compression.pipeline import allocation_from_stats, collect_allocation_stats
 from hf_ext.compression.sparsegpt import obs_quantize, reconstruction_error, refit_on_mask, sparsegpt_prune
@@ -89,6 +90,26 @@ def test_refit_converges_to_the_per_row_closed_form():
         s = keep[r]
         exact = torch.linalg.solve(h[s][:, s], (w[r] @ h)[s])  # w_S = H_SS^-1 (H w0)_S
         assert torch.allclose(new[r, s], exact, rtol=1e-3, atol=1e-3)
+
+
+def test_alps_beats_sparsegpt_on_the_layer_problem():
+    w, h = _synthetic()
+    for sparsity in (0.7, 0.9):
+        new, keep = alps_prune(w, h, sparsity)
+        assert int((~keep).sum()) == round(sparsity * w.numel())  # one budget for the whole layer
+        assert torch.all(new[~keep] == 0)
+        sgpt = sparsegpt_prune(w, h, sparsity)[0]
+        assert reconstruction_error(w, new, h) < reconstruction_error(w, sgpt, h)
+    new, keep = alps_prune(w, h, 0.5, nm=(2, 4))
+    assert check_nm(keep, 2, 4) and int(keep.sum()) == w.numel() // 2
+
+
+def test_alps_end_to_end_with_quantization(calib):
+    model, tok = tiny_model("gemma")
+    compress(model, tok, CompressionConfig(sparsity=0.6, metric="alps", bits=4, calibration=calib, **SMALL))
+    layers = list(named_block_linears(model).values())
+    assert all(isinstance(m, CompressedLinear) and m.bits == 4 for m in layers)
+    assert model.config.quantization_config.achieved_sparsity == pytest.approx(0.6, abs=0.005)
 
 
 # ------------------------------------------------------------------------------------------------------------ MRP

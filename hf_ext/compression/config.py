@@ -15,7 +15,7 @@ from typing import ClassVar
 from ..common.quantizer import HfExtQuantizationConfig
 
 ALLOCATIONS = ("uniform", "owl", "mrp", "hessian")
-METRICS = ("magnitude", "wanda", "sparsegpt")
+METRICS = ("magnitude", "wanda", "sparsegpt", "alps")
 MRP_MODES = ("measured", "simulated")
 RESIDENT = ("dense", "packed")
 _NM = re.compile(r"^(\d+):(\d+)$")
@@ -41,7 +41,8 @@ class CompressionConfig(HfExtQuantizationConfig):
     Args:
         sparsity: Target fraction of zero weights over all prunable decoder linears, in [0, 1).
         allocation: How the budget is spread over decoder blocks: "uniform", "owl", "mrp" or "hessian".
-        metric: Pruning score: "magnitude", "wanda" or "sparsegpt" (OBS with error compensation).
+        metric: Pruning score: "magnitude", "wanda", "sparsegpt" (OBS with error compensation) or "alps" (ADMM
+            support + conjugate-gradient weights on the layer reconstruction problem; much slower, see ``alps.py``).
         structure: "unstructured" or "N:M" (N kept in each M consecutive inputs; sparsity must be 1 - N/M).
         bits: Bits of the kept weights (2..8) or None for no quantization.
         group_size: Input columns per quantization group (None: one group per row).
@@ -53,7 +54,8 @@ class CompressionConfig(HfExtQuantizationConfig):
             every remaining weight) or "simulated" (fast: dense-model scores, the sparse block simulated by masking
             a sample of them).
         mrp_step, mrp_tolerance, mrp_max_sparsity, mrp_sample_size: MRP iteration parameters (our choices).
-        refit_iters: Conjugate-gradient steps re-solving the kept weights on the fixed mask (0: off), any metric.
+        refit_iters: Conjugate-gradient steps re-solving the kept weights on the fixed mask (0: off), any metric
+            (for "alps", its final CG steps: 0 means ALPS's 10).
         resident: "dense" keeps a dense weight cache per layer (fastest forward, as large as the dense model in
             memory); "packed" keeps only the packed buffers and dequantizes in each forward.
         hessian_levels, hessian_spread: Hessian allocation: clusters of log-errors and sparsity spread (our choices).

@@ -3,8 +3,8 @@
 MRP (Gao et al.) prunes a step more in the most redundant block(s) and then *re-measures* the non-outlier ratio on
 the current sparse model. :class:`MeasuredBlock` does that for one decoder block: at sparsity ``s`` each of its
 linears is pruned with the chosen metric exactly as the pruning pass would prune it (per-row masks for magnitude /
-Wanda; SparseGPT's sweep, weight update included, for sparsegpt), the metric's scores are recomputed on the
-resulting weights (pruned entries score 0) and the ratio is counted on every weight, not a sample.
+Wanda; SparseGPT's sweep, weight update included, for sparsegpt; ALPS for alps), the metric's scores are recomputed
+on the resulting weights (pruned entries score 0) and the ratio is counted on every weight, not a sample.
 
 Our choice, stated: the block's inputs are those of the dense model (the statistics pass), not of the already
 pruned blocks before it; re-running the calibration forward after every step would cost a model pass per step.
@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import torch
 
+from .alps import alps_prune
 from .metrics import importance, make_mask
 from .sparsegpt import inverse_hessian_diag, sparsegpt_prune
 
 
 def metric_scores(weight: torch.Tensor, metric: str, col_norm: torch.Tensor | None,
                   hinv_diag: torch.Tensor | None) -> torch.Tensor:
-    """Per-weight importance for allocation: |W|, Wanda, or |w| / sqrt([H^-1]_jj) for sparsegpt (the square root
-    of the OBS saliency, our choice so it is on the scale of the other two)."""
+    """Per-weight importance for allocation: |W|, Wanda, |w| / sqrt([H^-1]_jj) for sparsegpt (the square root
+    of the OBS saliency, our choice so it is on the scale of the other two), and Wanda's for alps (ALPS ranks
+    ``|W| sqrt(diag H)``, proportional to Wanda's score)."""
     if metric == "sparsegpt":
         return weight.float().abs() / hinv_diag.sqrt()[None, :]
-    return importance(weight, metric, col_norm)
+    return importance(weight, "wanda" if metric == "alps" else metric, col_norm)
 
 
 class MeasuredBlock:
@@ -52,6 +54,8 @@ class MeasuredBlock:
                 if self.metric == "sparsegpt":
                     new, keep, _, _ = sparsegpt_prune(w, h, sparsity, blocksize=self.blocksize,
                                                       dampening=self.dampening)
+                elif self.metric == "alps":
+                    new, keep = alps_prune(w, h, sparsity, dampening=self.dampening)
                 else:
                     keep = make_mask(importance(w, self.metric, c), sparsity)
                     new = w * keep

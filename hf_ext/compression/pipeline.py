@@ -28,6 +28,7 @@ from .allocation import (
     sample_block_scores,
     uniform_allocation,
 )
+from .alps import alps_prune
 from .config import METRICS, CompressionConfig
 from .layer import CompressedLinear, dtype_name, quantize_kept
 from .metrics import importance, make_mask, outlier_ratio, row_prune_count
@@ -37,6 +38,8 @@ from .report import CompressionReport, LayerRow
 from .sparsegpt import inverse_hessian_diag, obs_quantize, refit_on_mask, sparsegpt_prune
 
 logger = logging.get_logger(__name__)
+
+HESSIAN_METRICS = ("sparsegpt", "alps")  # metrics that prune against the layer Hessian
 
 
 def _skipped(full_name: str, cfg: CompressionConfig) -> bool:
@@ -120,9 +123,9 @@ def collect_allocation_stats(model: nn.Module, ids: torch.Tensor, cfg: Compressi
     """
     start = time.perf_counter()
     modes = (cfg.mrp_mode,) if mrp_modes is None else tuple(mrp_modes)
-    gram = bool(hessian_sparsities) or "sparsegpt" in mrp_metrics
     simulated = mrp_metrics if "simulated" in modes else ()
     measured = mrp_metrics if "measured" in modes else ()
+    gram = bool(hessian_sparsities) or "sparsegpt" in simulated or any(m in HESSIAN_METRICS for m in measured)
     out = AllocationStats(owl_m=cfg.owl_m, mrp={m: [] for m in simulated},
                           mrp_measured={m: [] for m in measured}, hessian={float(s): [] for s in hessian_sparsities})
     runner = SequentialRunner(model, ids, batch_size=cfg.batch_size, desc="allocation statistics", offload=offload)
@@ -144,7 +147,7 @@ def collect_allocation_stats(model: nn.Module, ids: torch.Tensor, cfg: Compressi
             gen = torch.Generator().manual_seed(_sample_seed(cfg.seed, step.index, metric))
             out.mrp[metric].append(sample_block_scores(scores, cfg.mrp_sample_size, gen))
         for metric in measured:
-            hessians = [stats[n].hessian if metric == "sparsegpt" else None for n in names]
+            hessians = [stats[n].hessian if metric in HESSIAN_METRICS else None for n in names]
             out.mrp_measured[metric].append(MeasuredBlock(weights, [stats[n].col_norm for n in names], hessians,
                                                           metric, cfg.dampening, cfg.blocksize))
         for s in out.hessian:
@@ -220,6 +223,13 @@ def compress_linear(linear: nn.Linear, stats: InputStats, sparsity: float, cfg: 
     if cfg.metric == "sparsegpt":
         new_w, keep, scale, zero = sparsegpt_prune(linear.weight, stats.hessian, sparsity, nm, cfg.bits,
                                                    cfg.group_size, cfg.blocksize, cfg.dampening, cfg.refit_iters)
+    elif cfg.metric == "alps":
+        new_w, keep = alps_prune(linear.weight, stats.hessian, sparsity, nm, cfg.dampening,
+                                 cg_iters=cfg.refit_iters or 10)
+        scale = zero = None
+        if cfg.bits is not None:
+            new_w, keep, scale, zero = obs_quantize(new_w, stats.hessian, keep, cfg.bits, cfg.group_size,
+                                                    cfg.blocksize, cfg.dampening)
     else:
         keep = make_mask(importance(linear.weight, cfg.metric, stats.col_norm), sparsity, nm)
         new_w = torch.where(keep, linear.weight.detach().float(), torch.zeros((), dtype=torch.float32))
@@ -267,7 +277,7 @@ def compress_model(model: nn.Module, tokenizer, cfg: CompressionConfig, offload:
     for step in runner:
         linears = prunable(step.name, step.linears, cfg)
         target = block_targets[step.index]
-        with collect_inputs(linears, gram=cfg.metric == "sparsegpt" or cfg.refit_iters > 0) as stats:
+        with collect_inputs(linears, gram=cfg.metric in HESSIAN_METRICS or cfg.refit_iters > 0) as stats:
             step.run()
         for name, linear in linears.items():
             dtype = dtype or linear.weight.dtype
