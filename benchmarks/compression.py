@@ -40,8 +40,9 @@ sys.path.insert(0, str(REPO))  # this checkout's hf_ext, whatever the venv's ins
 LLMC_SCRIPT = REPO / "benchmarks" / "llmc_baseline.py"
 
 
-def hf_rows(s: float) -> list[dict]:
-    """hf-ext settings: name -> CompressionConfig fields (+ ``post_rtn``: prune, then round the kept weights)."""
+def hf_rows(s: float, alps: bool = False) -> list[dict]:
+    """hf-ext settings: name -> CompressionConfig fields (+ ``post_rtn``: prune, then round the kept weights).
+    ``alps`` adds the ALPS rows (up to 300 ADMM iterations per linear: much slower than SparseGPT)."""
     sg = dict(sparsity=s, metric="sparsegpt")
     rows = [dict(name="uniform wanda", sparsity=s, metric="wanda"),
             dict(name="uniform sparsegpt", **sg),
@@ -55,6 +56,9 @@ def hf_rows(s: float) -> list[dict]:
         rows += [dict(name=f"uniform sparsegpt then RTN w{bits}", post_rtn=bits, **sg),
                  dict(name=f"uniform sparsegpt joint w{bits}", bits=bits, **sg),
                  dict(name=f"uniform sparsegpt refit joint w{bits}", bits=bits, refit_iters=10, **sg)]
+    if alps:
+        rows += [dict(name="uniform alps", sparsity=s, metric="alps"),
+                 dict(name="uniform alps joint w4", sparsity=s, metric="alps", bits=4)]
     return rows
 
 
@@ -336,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads, here and in llm-compressor's runs")
     p.add_argument("--only", nargs="*", default=None, help="hf-ext rows whose name contains one of these")
     p.add_argument("--no-llmc", action="store_true")
+    p.add_argument("--alps", action="store_true", help="add the ALPS rows (slow: see hf_ext/compression/alps.py)")
     p.add_argument("--llmc-timeout-min", type=float, default=120.0)
     p.add_argument("--decode-tokens", type=int, default=32)
     p.add_argument("--prompt-tokens", type=int, default=64)
@@ -363,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     d = perplexity(model, tok, "pydocs", seqlen=args.eval_seqlen, max_tokens=args.max_tokens, progress=False)
     dense = {"ppl": d.perplexity, "protocol": d.protocol}
-    rows = [r for r in hf_rows(args.sparsity) if not args.only or any(o in r["name"] for o in args.only)]
+    rows = [r for r in hf_rows(args.sparsity, args.alps or args.smoke)
+            if not args.only or any(o in r["name"] for o in args.only)]
     ours, theirs, status = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:  # one round per seed: both tools on the same windows, one after the other

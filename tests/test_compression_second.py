@@ -59,6 +59,17 @@ def test_mask_independent_of_group_size():
         assert torch.equal(sparsegpt_prune(w, h, 0.7, bits=4, group_size=g)[1], ref), g
 
 
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 8])
+def test_fast_unpack_matches_the_common_layout(bits):
+    from hf_ext.common.quant import pack_bits, unpack_bits
+    from hf_ext.compression.layer import unpack_fast
+
+    codes = torch.randint(0, 2**bits, (1001,), generator=torch.Generator().manual_seed(bits))
+    packed = pack_bits(codes, bits)
+    assert torch.equal(unpack_fast(packed, bits, 1001), unpack_bits(packed, bits, 1001))
+    assert torch.equal(unpack_fast(packed, bits, 1001).long(), codes)
+
+
 # ------------------------------------------------------------------------------------------------------ refit
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from .sparsegpt import _damped, refit_on_mask
+from .sparsegpt import damped_hessian, refit_on_mask
 
 
 def _topk_mask(x: torch.Tensor, k: int, nm: tuple[int, int] | None) -> torch.Tensor:
@@ -47,7 +47,7 @@ def alps_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float, nm:
     w0 = weight.detach().float()
     if nm is not None and w0.shape[1] % nm[1]:
         raise ValueError(f"N:M with M={nm[1]} needs the input size ({w0.shape[1]}) to be a multiple of {nm[1]}.")
-    h, dead = _damped(hessian.to(w0.device), dampening)
+    h, dead = damped_hessian(hessian.to(w0.device), dampening)
     w0 = torch.where(dead[None, :], torch.zeros((), device=w0.device), w0)
     scale = h.diagonal().sqrt()
     hs = h / scale[:, None] / scale[None, :]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .config import ALLOCATIONS, METRICS
+from .config import ALLOCATIONS, METRICS, MRP_MODES, RESIDENT
 
 
 def register(subparsers, eval_subparsers) -> None:
@@ -24,6 +24,12 @@ def register(subparsers, eval_subparsers) -> None:
     p.add_argument("--n-samples", type=int, default=128)
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mrp-mode", choices=MRP_MODES, default="measured",
+                   help="MRP: re-prune and measure each step (measured) or simulate from dense scores (fast)")
+    p.add_argument("--refit-iters", type=int, default=0,
+                   help="conjugate-gradient steps refitting the kept weights on the mask (0: off)")
+    p.add_argument("--resident", choices=RESIDENT, default="dense",
+                   help="keep a dense weight cache in memory (dense) or only the packed buffers (packed)")
     p.add_argument("--eval", default=None, help="also measure perplexity on this text source (recorded in the card)")
     p.add_argument("--eval-max-tokens", type=int, default=None)
     p.add_argument("--low-memory", action="store_true",
@@ -44,7 +50,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     cfg = CompressionConfig(
         sparsity=args.sparsity, allocation=args.allocation, metric=args.metric, structure=args.structure,
         bits=args.bits, group_size=args.group_size, calibration=args.calibration, n_samples=args.n_samples,
-        seqlen=args.seqlen, seed=args.seed,
+        seqlen=args.seqlen, seed=args.seed, mrp_mode=args.mrp_mode, refit_iters=args.refit_iters,
+        resident=args.resident,
     )
     check_output_dir(args.out, args.overwrite)  # before any heavy work
     if args.low_memory:

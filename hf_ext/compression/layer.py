@@ -26,6 +26,21 @@ from ..common.quant import dequantize as dequantize_codes
 from ..common.quant import expand, find_params, pack_bits, quantize, unpack_bits
 
 RESIDENT = ("dense", "packed")
+# bit j of byte i -> _BYTE_BITS[i, j]: unpacking a bitmask (or 1/2/4-bit codes) by table lookup, not shifts of int32s
+_BYTE_BITS = torch.tensor([[(i >> j) & 1 for j in range(8)] for i in range(256)], dtype=torch.uint8)
+
+
+def unpack_fast(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
+    """:func:`~hf_ext.common.quant.unpack_bits` (same layout), with table / nibble fast paths for 1, 2, 4, 8 bits."""
+    if bits == 8:
+        return packed[:numel].clone()
+    if bits == 4:
+        return torch.stack([packed & 15, packed >> 4], dim=-1).reshape(-1)[:numel]
+    if bits == 2:
+        return torch.stack([(packed >> s) & 3 for s in (0, 2, 4, 6)], dim=-1).reshape(-1)[:numel]
+    if bits == 1:
+        return _BYTE_BITS.to(packed.device)[packed.long()].reshape(-1)[:numel]
+    return unpack_bits(packed, bits, numel)
 _INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -103,7 +118,7 @@ class CompressedLinear(nn.Module):
     # ------------------------------------------------------------------------------------------- reading
     def keep_mask(self) -> torch.Tensor:
         numel = self.in_features * self.out_features
-        return unpack_bits(self.mask, 1, numel).bool().reshape(self.out_features, self.in_features)
+        return unpack_fast(self.mask, 1, numel).bool().reshape(self.out_features, self.in_features)
 
     @torch.no_grad()
     def dequantize(self) -> torch.Tensor:
@@ -115,7 +130,7 @@ class CompressedLinear(nn.Module):
             dense[keep] = values
             return dense
         codes = torch.zeros(keep.shape, dtype=torch.uint8, device=keep.device)
-        codes[keep] = unpack_bits(self.qweight, self.bits, self.nnz)
+        codes[keep] = unpack_fast(self.qweight, self.bits, self.nnz)
         scale = expand(self.scales.view(torch.float16).float(), self.group_size, self.in_features)
         zero = expand(self.zeros.float(), self.group_size, self.in_features)
         dense = dequantize_codes(codes, scale, zero)

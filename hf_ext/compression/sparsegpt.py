@@ -34,7 +34,7 @@ from ..common.quant import dequantize, quantize
 from .layer import kept_grid
 
 
-def _damped(hessian: torch.Tensor, dampening: float) -> tuple[torch.Tensor, torch.Tensor]:
+def damped_hessian(hessian: torch.Tensor, dampening: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Damped Hessian (dead inputs get ``H_ii = 1``) and the dead-input mask."""
     h = hessian.clone().float()
     dead = torch.diag(h) == 0
@@ -45,7 +45,7 @@ def _damped(hessian: torch.Tensor, dampening: float) -> tuple[torch.Tensor, torc
 
 def _damped_cholesky(hessian: torch.Tensor, dampening: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Lower Cholesky factor of the damped Hessian and the dead-input mask."""
-    h, dead = _damped(hessian, dampening)
+    h, dead = damped_hessian(hessian, dampening)
     damp = dampening * torch.mean(torch.diag(h))
     for attempt in range(5):
         try:
@@ -56,14 +56,14 @@ def _damped_cholesky(hessian: torch.Tensor, dampening: float) -> tuple[torch.Ten
     raise ValueError("The calibration Hessian is not positive definite even after extra damping.")
 
 
-def _inverse_cholesky(hessian: torch.Tensor, weight: torch.Tensor, dampening: float) -> torch.Tensor:
+def inverse_cholesky(hessian: torch.Tensor, weight: torch.Tensor, dampening: float) -> torch.Tensor:
     """Upper Cholesky factor of the damped ``H^-1``; zeroes the weights of dead inputs in place."""
     lower, dead = _damped_cholesky(hessian, dampening)
     weight[:, dead] = 0.0
     return torch.linalg.cholesky(torch.cholesky_inverse(lower), upper=True)
 
 
-def _sweep(w: torch.Tensor, u: torch.Tensor, sparsity: float, nm: tuple[int, int] | None, blocksize: int,
+def obs_sweep(w: torch.Tensor, u: torch.Tensor, sparsity: float, nm: tuple[int, int] | None, blocksize: int,
            keep: torch.Tensor | None = None, grid: tuple[torch.Tensor, torch.Tensor] | None = None,
            bits: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One OBS sweep over ``w`` (modified in place). ``keep`` None: choose the mask; else use it as given.
@@ -132,8 +132,8 @@ def sparsegpt_prune(
     if nm is not None and cols % nm[1]:
         raise ValueError(f"N:M with M={nm[1]} needs the input size ({cols}) to be a multiple of {nm[1]}.")
     hessian = hessian.to(w0.device)
-    u = _inverse_cholesky(hessian, w0, dampening)
-    pruned, keep = _sweep(w0.clone(), u, sparsity, nm, blocksize)
+    u = inverse_cholesky(hessian, w0, dampening)
+    pruned, keep = obs_sweep(w0.clone(), u, sparsity, nm, blocksize)
     base = w0
     if refit_iters:
         pruned = refit_on_mask(w0, hessian, keep, refit_iters, dampening, start=pruned)
@@ -153,7 +153,7 @@ def quantize_on_mask(base: torch.Tensor, fit_on: torch.Tensor, keep: torch.Tenso
     scale, zero = kept_grid(fit_on, keep, bits, group_size)
     cols = base.shape[1]
     grid = (_expanded(scale, group_size, cols), _expanded(zero, group_size, cols))
-    new, _ = _sweep(base.clone(), u, 0.0, None, blocksize, keep=keep.clone(), grid=grid, bits=bits)
+    new, _ = obs_sweep(base.clone(), u, 0.0, None, blocksize, keep=keep.clone(), grid=grid, bits=bits)
     return new, keep, scale, zero
 
 
@@ -162,7 +162,7 @@ def obs_quantize(weight: torch.Tensor, hessian: torch.Tensor, keep: torch.Tensor
                  group_size: int | None, blocksize: int = 128, dampening: float = 0.01):
     """GPTQ-style quantization of ``weight``'s kept entries on a given mask (e.g. a refit Wanda mask)."""
     w = weight.detach().clone().float()
-    u = _inverse_cholesky(hessian.to(w.device), w, dampening)
+    u = inverse_cholesky(hessian.to(w.device), w, dampening)
     return quantize_on_mask(w, w, keep, u, bits, group_size, blocksize)
 
 
@@ -179,7 +179,7 @@ def refit_on_mask(weight: torch.Tensor, hessian: torch.Tensor, keep: torch.Tenso
     product, the memory is a few copies of the weight: layer by layer like SparseGPT.
     """
     w0 = weight.detach().float()
-    h, dead = _damped(hessian.to(w0.device), dampening)
+    h, dead = damped_hessian(hessian.to(w0.device), dampening)
     m = keep.to(w0.device, torch.bool) & ~dead[None, :]
     x = torch.where(m, (w0 if start is None else start.float()), torch.zeros((), device=w0.device))
     b = torch.where(m, w0 @ h, torch.zeros((), device=w0.device))
