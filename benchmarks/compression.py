@@ -15,7 +15,14 @@ bytes of the compressed linears and their resident bytes in memory. One extra me
 modes (dense cache vs packed only): bytes, process RSS and greedy decode speed. Findings are computed from the data.
 
     python benchmarks/compression.py            # the published measurement (see --help for the protocol knobs)
+    python benchmarks/compression.py --quick    # what fits in about 10 minutes (1 seed, 4k tokens, 7 rows)
     python benchmarks/compression.py --smoke    # tiny model, tiny shapes, no llm-compressor: checks the script
+
+Cost on the idle 2-core machine (estimated from op counts and the REFERENCES timings, not measured): the published
+protocol (3 seeds, 16,352 evaluation tokens = about 80 s per row, 16 hf-ext + 9 llm-compressor rows) takes about
+4-5 hours: per seed about 45 min of hf-ext rows, 12 min of measured-MRP allocation (one block re-pruning per 0.05
+step), 20 min of ALPS (``--no-alps`` drops it) and 20 min of llm-compressor; ``--seeds 0`` is a third of that.
+The first llm-compressor run also creates ``.venv-llmc`` (pip, several minutes).
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ sys.path.insert(0, str(REPO))  # this checkout's hf_ext, whatever the venv's ins
 LLMC_SCRIPT = REPO / "benchmarks" / "llmc_baseline.py"
 
 
-def hf_rows(s: float, alps: bool = False) -> list[dict]:
+def hf_rows(s: float, alps: bool = True) -> list[dict]:
     """hf-ext settings: name -> CompressionConfig fields (+ ``post_rtn``: prune, then round the kept weights).
     ``alps`` adds the ALPS rows (up to 300 ADMM iterations per linear: much slower than SparseGPT)."""
     sg = dict(sparsity=s, metric="sparsegpt")
@@ -62,7 +69,13 @@ def hf_rows(s: float, alps: bool = False) -> list[dict]:
     return rows
 
 
-def llmc_grid(s: float) -> str:
+QUICK_ROWS = ("uniform sparsegpt", "uniform sparsegpt refit", "uniform sparsegpt then RTN w4",
+              "uniform sparsegpt joint w4")
+
+
+def llmc_grid(s: float, quick: bool = False) -> str:
+    if quick:
+        return ",".join([f"sparsegpt:{s}", f"sparsegpt+gptq:{s}:w4", f"sparsegpt+rtn:{s}:w4"])
     return ",".join(["dense", f"sparsegpt:{s}", f"wanda:{s}", f"sparsegpt:{s}:owl", f"wanda:{s}:owl",
                      f"sparsegpt+gptq:{s}:w4", f"sparsegpt+rtn:{s}:w4", f"sparsegpt+gptq:{s}:w3",
                      f"sparsegpt+rtn:{s}:w3"])
@@ -182,9 +195,10 @@ def run_llmc_seed(seed: int, args, tmp: Path) -> tuple[list[dict], str]:
     if args.no_llmc:
         return [], "not run (--no-llmc or --smoke)"
     out = tmp / f"llmc_{seed}.json"
-    cmd = [sys.executable, str(LLMC_SCRIPT), "--grid", llmc_grid(args.sparsity), "--n-samples", str(args.n_samples),
-           "--seqlen", str(args.seqlen), "--seed", str(seed), "--max-tokens", str(args.max_tokens), "--eval-seqlen",
-           str(args.eval_seqlen), "--threads", str(args.threads), "--json", str(out)]
+    cmd = [sys.executable, str(LLMC_SCRIPT), "--grid", llmc_grid(args.sparsity, args.quick),
+           "--n-samples", str(args.n_samples), "--seqlen", str(args.seqlen), "--seed", str(seed),
+           "--max-tokens", str(args.max_tokens), "--eval-seqlen", str(args.eval_seqlen),
+           "--threads", str(args.threads), "--json", str(out)]
     log("$ " + " ".join(cmd))
     try:
         res = subprocess.run(cmd, cwd=REPO, timeout=args.llmc_timeout_min * 60)
@@ -284,7 +298,7 @@ def findings(ours: dict, theirs: dict, sparsity: float, resident: dict | None) -
                 parts.append(f"{label} {r['mean']:.3f} ({'beaten' if best_joint['hi'] < r['lo'] else 'NOT beaten'}"
                              f"{zf})")
         out.append(f"{sparsity:.0%} + {bits}-bit: best joint ({name}) {best_joint['mean']:.3f} with mask sparsity "
-                   f"{best_joint['mask_sparsity']:.4f}, {best_joint['disk_bytes'] / 2**20:.1f} MiB on disk; vs "
+                   f"{best_joint['mask_sparsity']:.4f}, {best_joint['disk_bytes'] / 2**20:.2f} MiB on disk; vs "
                    + "; ".join(parts) + ".")
     if resident:
         d, p = resident["dense"], resident["packed"]
@@ -340,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads, here and in llm-compressor's runs")
     p.add_argument("--only", nargs="*", default=None, help="hf-ext rows whose name contains one of these")
     p.add_argument("--no-llmc", action="store_true")
-    p.add_argument("--alps", action="store_true", help="add the ALPS rows (slow: see hf_ext/compression/alps.py)")
+    p.add_argument("--no-alps", action="store_true", help="drop the ALPS rows (about 10x SparseGPT's time each)")
+    p.add_argument("--quick", action="store_true",
+                   help="what fits in about 10 minutes: seed 0, 4088 tokens, 4 hf-ext and 3 llm-compressor rows")
     p.add_argument("--llmc-timeout-min", type=float, default=120.0)
     p.add_argument("--decode-tokens", type=int, default=32)
     p.add_argument("--prompt-tokens", type=int, default=64)
@@ -349,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.seeds, args.n_samples, args.seqlen, args.max_tokens, args.eval_seqlen = [0, 1], 2, 32, 254, 128
         args.group_size, args.no_llmc, args.decode_tokens, args.prompt_tokens = 32, True, 4, 16
+    if args.quick:
+        args.seeds, args.max_tokens, args.no_alps = [0], 4088, True
+        args.only = args.only or list(QUICK_ROWS)
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out_dir or (REPO / "benchmarks" / ("out" if args.smoke else "results")))
     _report.RESULTS_DIR = out_dir  # write_section writes <out_dir>/compression.md
@@ -368,8 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     d = perplexity(model, tok, "pydocs", seqlen=args.eval_seqlen, max_tokens=args.max_tokens, progress=False)
     dense = {"ppl": d.perplexity, "protocol": d.protocol}
-    rows = [r for r in hf_rows(args.sparsity, args.alps or args.smoke)
-            if not args.only or any(o in r["name"] for o in args.only)]
+    rows = [r for r in hf_rows(args.sparsity, not args.no_alps)
+            if not args.only or any(o == r["name"] if args.quick else o in r["name"] for o in args.only)]
     ours, theirs, status = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:  # one round per seed: both tools on the same windows, one after the other
