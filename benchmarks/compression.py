@@ -274,6 +274,10 @@ def findings(ours: dict, theirs: dict, sparsity: float, resident: dict | None) -
         if ref:
             out.append(f"Fixed-mask refit (10 CG steps): {ref['mean']:.3f} vs {uni['mean']:.3f} without "
                        f"({ref['mean'] / uni['mean']:.3f}x), {ref['seconds'] - uni['seconds']:+.0f} s per run.")
+    alps = ours.get("uniform alps")
+    if alps and uni:
+        out.append(f"ALPS (ADMM support + CG): {alps['mean']:.3f} vs SparseGPT {uni['mean']:.3f} "
+                   f"({alps['mean'] / uni['mean']:.3f}x) in {alps['seconds']:.0f} s vs {uni['seconds']:.0f} s.")
     mm, ms = ours.get("mrp(measured) sparsegpt"), ours.get("mrp(simulated) sparsegpt")
     if mm and ms:
         out.append(f"MRP measured vs simulated: allocation {mm['allocation_seconds']:.0f} s vs "
@@ -302,9 +306,10 @@ def findings(ours: dict, theirs: dict, sparsity: float, resident: dict | None) -
                    + "; ".join(parts) + ".")
     if resident:
         d, p = resident["dense"], resident["packed"]
-        out.append(f"Resident memory of the compressed linears (70 % + 4-bit): {d['resident_bytes'] / 2**20:.1f} MiB "
-                   f"with the dense cache vs {p['resident_bytes'] / 2**20:.1f} MiB packed only (dense fp16 "
-                   f"{d['dense_fp16_bytes'] / 2**20:.1f} MiB, disk {d['disk_bytes'] / 2**20:.1f} MiB); greedy decode "
+        out.append(f"Resident memory of the compressed linears (70 % + 4-bit): {d['resident_bytes'] / 2**20:.2f} MiB "
+                   f"with the dense cache vs {p['resident_bytes'] / 2**20:.2f} MiB packed only (dense fp16 "
+                   f"{d['dense_fp16_bytes'] / 2**20:.2f} MiB, disk {d['disk_bytes'] / 2**20:.2f} MiB); process RSS "
+                   f"{d['rss_mib']:.0f} / {p['rss_mib']:.0f} MiB; greedy decode "
                    f"{d['tokens_per_s']:.2f} vs {p['tokens_per_s']:.2f} tokens/s; identical tokens: "
                    f"{resident['identical']}.")
     return out
