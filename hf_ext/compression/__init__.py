@@ -1,5 +1,7 @@
-"""Compression: layerwise sparsity allocation (uniform, OWL, MRP, Hessian), Wanda / SparseGPT pruning and joint
-low-bit quantization, through transformers' quantization mechanism.
+"""Compression: layerwise sparsity allocation (uniform, OWL, MRP, Hessian), magnitude / Wanda / SparseGPT / ALPS
+pruning, a fixed-mask refit of the kept weights, joint low-bit quantization, through transformers' quantization
+mechanism. Checkpoints carry per-buffer digests (a damaged one is refused at load time); ``resident="packed"``
+keeps only the packed form in memory.
 
     cfg = hf_ext.CompressionConfig(sparsity=0.7, allocation="mrp", metric="sparsegpt", bits=4)
     model = AutoModelForCausalLM.from_pretrained(path, quantization_config=cfg)
