@@ -19,7 +19,9 @@ evaluation slowed down more than 10x here; with 1 thread the oneshot CPU seconds
 
 or one setting: ``--method sparsegpt|wanda|gptq|sparsegpt+gptq|dense --sparsity 0.5 --bits 4 --profile uniform``.
 Grid entries are ``METHOD[:SPARSITY][:wBITS][:PROFILE]``, comma-separated, e.g. ``dense``, ``sparsegpt:0.7``,
-``wanda:0.7:owl``, ``gptq:w3``, ``sparsegpt+gptq:0.7:w4``. Each setting reloads the dense model from disk (oneshot
+``wanda:0.7:owl``, ``gptq:w3``, ``sparsegpt+gptq:0.7:w4``, ``sparsegpt+rtn:0.7:w4`` (SparseGPT, then
+``QuantizationModifier`` W{bits}A16: plain rounding that keeps the mask). ``--seed`` picks the calibration windows.
+Each setting reloads the dense model from disk (oneshot
 rewrites it in place); the venv, tokenizer and calibration data are built once. Progress and llm-compressor's logs go
 to stderr; stdout gets only the markdown table. Exit status 0 when every setting ran, 1 when any failed (the JSON is
 still written, the failed entries carry ``error``), 2 for bad arguments.
@@ -79,7 +81,7 @@ VENV_PYTHON = VENV / "bin" / "python"
 READY = VENV / ".hf_ext_llmc_ready.json"
 TORCH_PIN = "torch==2.13.0"
 LLMC_PIN = "llmcompressor==0.14.0.1"
-METHODS = ("dense", "sparsegpt", "wanda", "gptq", "sparsegpt+gptq")
+METHODS = ("dense", "sparsegpt", "wanda", "gptq", "sparsegpt+gptq", "sparsegpt+rtn")
 PROFILES = ("uniform", "owl", "owl-native")
 VERSION_PACKAGES = ("torch", "transformers", "llmcompressor", "compressed-tensors", "datasets")
 
@@ -199,8 +201,8 @@ def parse_setting(text: str) -> dict:
 
 def validate_setting(s: dict) -> dict:
     method, sparsity, bits, profile = s["method"], s["sparsity"], s["bits"], s["profile"]
-    prunes = method in ("sparsegpt", "wanda", "sparsegpt+gptq")
-    quantizes = method in ("gptq", "sparsegpt+gptq")
+    prunes = method in ("sparsegpt", "wanda", "sparsegpt+gptq", "sparsegpt+rtn")
+    quantizes = method in ("gptq", "sparsegpt+gptq", "sparsegpt+rtn")
     if prunes and (sparsity is None or not 0.0 < sparsity < 1.0):
         raise ValueError(f"{method} needs a sparsity in (0, 1), got {sparsity}.")
     if not prunes and sparsity is not None:
@@ -299,10 +301,10 @@ IGNORE = ["re:.*lm_head"]
 
 def build_recipe(s: dict, model, calib, hf, owl_m: float, owl_lmbda: float) -> tuple[list, list[float] | None]:
     from llmcompressor.modifiers.pruning import SparseGPTModifier, WandaPruningModifier
-    from llmcompressor.modifiers.quantization import GPTQModifier
+    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
 
     recipe, layer_sparsities = [], None
-    if s["method"] in ("sparsegpt", "wanda", "sparsegpt+gptq"):
+    if s["method"] in ("sparsegpt", "wanda", "sparsegpt+gptq", "sparsegpt+rtn"):
         cls = WandaPruningModifier if s["method"] == "wanda" else SparseGPTModifier
         kwargs: dict = {"sparsity": s["sparsity"], "ignore": IGNORE}
         if s["profile"] == "owl-native":
@@ -314,6 +316,8 @@ def build_recipe(s: dict, model, calib, hf, owl_m: float, owl_lmbda: float) -> t
         recipe.append(cls(**kwargs))
     if s["method"] in ("gptq", "sparsegpt+gptq"):
         recipe.append(GPTQModifier(targets="Linear", scheme=f"W{s['bits']}A16", ignore=IGNORE))
+    if s["method"] == "sparsegpt+rtn":  # plain rounding (no GPTQ update): the symmetric grid keeps every zero
+        recipe.append(QuantizationModifier(targets="Linear", scheme=f"W{s['bits']}A16", ignore=IGNORE))
     return recipe, layer_sparsities
 
 
@@ -359,6 +363,7 @@ def new_result(s: dict, args: argparse.Namespace, versions: dict) -> dict:
         "zero_fraction": None,
         "dense_zero_fraction": None,
         "n_samples": args.n_samples,
+        "seed": args.seed,
         "seqlen": args.seqlen,
         "eval_tokens": None,
         "eval_seqlen": args.eval_seqlen,
@@ -464,14 +469,15 @@ def run_inside(settings: list[dict], args: argparse.Namespace) -> int:
     hf = _import_hf_ext_common()
     model_path = hf.models.default_model_path()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    calib = hf.data.calibration_batches(tokenizer, "pydocs", args.n_samples, args.seqlen, seed=0)
+    calib = hf.data.calibration_batches(tokenizer, "pydocs", args.n_samples, args.seqlen, seed=args.seed)
     dataset = Dataset.from_dict({"input_ids": calib.tolist(), "attention_mask": torch.ones_like(calib).tolist()})
     versions = {p: md.version(p) for p in VERSION_PACKAGES}
     ctx = types.SimpleNamespace(
         hf=hf, model_path=model_path, tokenizer=tokenizer, calib=calib, dataset=dataset, versions=versions
     )
     _log(
-        f"versions {versions}; calibration {tuple(calib.shape)} from pydocs (seed 0), {torch.get_num_threads()} threads"
+        f"versions {versions}; calibration {tuple(calib.shape)} from pydocs (seed {args.seed}), "
+        f"{torch.get_num_threads()} threads"
     )
     results = []
     for s in settings:
@@ -496,7 +502,7 @@ def run_inside(settings: list[dict], args: argparse.Namespace) -> int:
             f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n"
             f"- versions: {', '.join(f'{k} {v}' for k, v in versions.items())}\n"
             f"- calibration: {args.n_samples} x {args.seqlen} tokens, hf_ext `calibration_batches(tok, 'pydocs', "
-            f"seed=0)` (BOS first); `lm_head` not compressed\n"
+            f"seed={args.seed})` (BOS first); `lm_head` not compressed\n"
             f"- evaluation: hf_ext `perplexity`, {protocol}\n"
             "- seconds: oneshot wall time (OWL: including our layer-sparsity computation)\n\n"
         )
@@ -513,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=PROFILES, default="uniform")
     p.add_argument("--n-samples", type=int, default=16, help="calibration windows")
     p.add_argument("--seqlen", type=int, default=256, help="calibration window length")
+    p.add_argument("--seed", type=int, default=0, help="calibration window sampling seed")
     p.add_argument("--max-tokens", type=int, default=8176, help="evaluation tokens (whole 512-token windows)")
     p.add_argument("--eval-seqlen", type=int, default=512)
     p.add_argument("--owl-m", type=float, default=5.0)

@@ -173,7 +173,7 @@ def test_sparsegpt_joint_quantization_and_nm():
 # ------------------------------------------------------------------------------------------------ layer
 
 
-@pytest.mark.parametrize("bits", [None, 2, 3, 8])
+@pytest.mark.parametrize("bits", [None, 2, 3, 4, 8])
 def test_compressed_linear_packs_and_dequantizes_exactly(bits):
     torch.manual_seed(0)
     lin = nn.Linear(32, 12, bias=True)

@@ -1,5 +1,7 @@
-"""Compression: layerwise sparsity allocation (uniform, OWL, MRP, Hessian), Wanda / SparseGPT pruning and joint
-low-bit quantization, through transformers' quantization mechanism.
+"""Compression: layerwise sparsity allocation (uniform, OWL, MRP, Hessian), magnitude / Wanda / SparseGPT / ALPS
+pruning, a fixed-mask refit of the kept weights, joint low-bit quantization, through transformers' quantization
+mechanism. Checkpoints carry per-buffer digests (a damaged one is refused at load time); ``resident="packed"``
+keeps only the packed form in memory.
 
     cfg = hf_ext.CompressionConfig(sparsity=0.7, allocation="mrp", metric="sparsegpt", bits=4)
     model = AutoModelForCausalLM.from_pretrained(path, quantization_config=cfg)
@@ -17,7 +19,7 @@ _import_structure: dict[str, list[str]] = {
     "config": ["CompressionConfig"],
     "from_disk": ["compress_checkpoint"],
     "layer": ["CompressedLinear"],
-    "quantizer": ["CompressionQuantizer", "compress", "record_eval"],
+    "quantizer": ["CompressionQuantizer", "compress", "record_eval", "set_resident"],
     "report": ["CompressionReport"],
     "optimum": ["OptimumCompressionQuantizer"],
 }
@@ -29,5 +31,5 @@ if TYPE_CHECKING:
     from .from_disk import compress_checkpoint
     from .layer import CompressedLinear
     from .optimum import OptimumCompressionQuantizer
-    from .quantizer import CompressionQuantizer, compress, record_eval
+    from .quantizer import CompressionQuantizer, compress, record_eval, set_resident
     from .report import CompressionReport

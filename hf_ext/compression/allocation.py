@@ -13,8 +13,10 @@ shifts and clips, found by bisection), so the global budget holds whatever the p
   removes non-outliers and lowers the mean, so redundancy falls as a block is pruned and the loop evens it out. Our
   choices (the paper's values were not verifiable): ``step`` 0.01; blocks within ``tolerance`` of the highest
   ratio are pruned in the same step; a block stops at ``max_sparsity``; ratios are measured on a fixed random
-  sample of score entries per linear with their exact per-row ranks (see :class:`BlockScores`); the scores come
-  from calibration statistics of the dense model and the sparse block is simulated by its mask (no re-run).
+  sample of score entries per linear with their exact per-row ranks (see :class:`BlockScores`). Two ways to
+  measure (``mrp_mode``): "measured" (default, the paper's) re-prunes the block at its new sparsity after each step
+  and counts on its real remaining weights (:mod:`.mrp_measured`); "simulated" (fast) keeps the dense model's scores
+  and simulates the sparse block by its mask.
 * ``hessian`` (Zhang et al., aggressive post-training compression): per-block estimated pruning loss at the target
   sparsity, sum over the pruned weights of the OBS loss ``w^2 / [H^-1]_jj``; blocks are clustered into ``levels``
   by 1-D k-means on log10 of that loss; levels get sparsities evenly spaced from S + spread (lowest loss) to

@@ -11,7 +11,7 @@ RESULT_FIELDS = ("block_sparsities", "achieved_sparsity", "compressed_layers", "
 
 def register(subparsers, eval_subparsers) -> None:
     from ..common.cli_args import add_config_arguments
-    from .config import ALLOCATIONS, METRICS, CompressionConfig
+    from .config import ALLOCATIONS, METRICS, MRP_MODES, RESIDENT, CompressionConfig
 
     p = subparsers.add_parser("compress", help="prune (and quantize) a causal LM; writes a from_pretrained folder",
                               description="Options below the first group are CompressionConfig's fields.")
@@ -25,7 +25,8 @@ def register(subparsers, eval_subparsers) -> None:
                    help="stream the (safetensors) checkpoint from disk one block at a time instead of loading it: "
                         "for models larger than memory")
     add_config_arguments(p, CompressionConfig, exclude=RESULT_FIELDS,
-                         choices={"allocation": ALLOCATIONS, "metric": METRICS})
+                         choices={"allocation": ALLOCATIONS, "metric": METRICS, "mrp_mode": MRP_MODES,
+                                  "resident": RESIDENT})
     p.set_defaults(func=cmd_compress)
 
 

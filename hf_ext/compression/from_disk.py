@@ -82,6 +82,9 @@ def compress_checkpoint(
     """
     cfg = config.copy(**kwargs) if config is not None else CompressionConfig(**kwargs)
     check_output_dir(save_directory, overwrite)  # before any read
+    if cfg.allocation == "mrp" and cfg.mrp_mode == "measured" and cfg.block_sparsities is None:
+        logger.warning("mrp_mode='measured' keeps every block's weights (and Hessians for sparsegpt / alps) in memory "
+                       "until the allocation is done; for a model larger than memory use mrp_mode='simulated'.")
     path = _local_folder(str(model_name_or_path))
     fixed_mmap_threshold()
     checkpoint = SafetensorsCheckpoint(path)

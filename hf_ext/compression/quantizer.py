@@ -2,10 +2,14 @@
 
 A float load is calibrated and compressed after its weights load; a saved checkpoint (``config.json`` carries the
 config with ``compressed_layers``) gets :class:`CompressedLinear` skeletons on the meta model before its packed
-buffers load, then each layer rebuilds its dense weight cache.
+buffers load (a buffer absent from the safetensors files is refused then, before any weight is read), then each
+layer checks its mask's popcount and every buffer's digest against the config (``checksums``) and rebuilds its
+dense weight cache (none with ``resident="packed"``).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from huggingface_hub import ModelCardData
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -36,18 +40,55 @@ class CompressionQuantizer(HfExtQuantizer):
         if not cfg.compressed_layers or cfg.compute_dtype not in DTYPES:
             raise ValueError("The checkpoint's hf_ext_compression config lacks compressed_layers/compute_dtype; it "
                              "was not written by hf-ext's compression.")
+        stored = _stored_keys(getattr(self, "checkpoint_dir", None))
+        if stored is not None and not any(f"{n}.mask" in stored for n in cfg.compressed_layers):
+            stored = None  # another key naming than ours: leave it to transformers' mapping and the digests
         for name, nnz in cfg.compressed_layers.items():
-            linear = model.get_submodule(name)
+            try:
+                linear = model.get_submodule(name)
+            except AttributeError:
+                raise ValueError(f"Compressed layer {name!r} of the config does not exist in this model.") from None
             mod = CompressedLinear(linear.in_features, linear.out_features, int(nnz), cfg.bits, cfg.group_size,
-                                   linear.bias is not None, DTYPES[cfg.compute_dtype], device="meta")
+                                   linear.bias is not None, DTYPES[cfg.compute_dtype], device="meta",
+                                   resident=cfg.resident)
+            if stored is not None:
+                missing = [b for b in mod.state_dict() if f"{name}.{b}" not in stored]
+                if missing:
+                    raise ValueError(f"Compressed checkpoint lacks {', '.join(f'{name}.{b}' for b in missing)} "
+                                     "(deleted or truncated file).")
             set_submodule(model, name, mod)
 
     def after_load(self, model: PreTrainedModel) -> None:
-        for mod in replaced_modules(model, CompressedLinear).values():
+        cfg: CompressionConfig = self.quantization_config
+        layers = replaced_modules(model, CompressedLinear)
+        if cfg.checksums is None:
+            logger.warning("This compressed checkpoint records no digests (written before they existed): only the "
+                           "masks' popcounts are checked.")
+        for name in cfg.compressed_layers:
+            mod = layers.get(name)
+            if mod is None:
+                raise ValueError(f"Compressed layer {name!r} is missing after loading.")
+            mod.verify(name, None if cfg.checksums is None else cfg.checksums.get(name, {}))
             mod.refresh()
 
     def attach(self, model: PreTrainedModel) -> None:
         attach_model_card(model, make_card)
+
+
+def _stored_keys(folder: str | None) -> set[str] | None:
+    """Tensor names in a local checkpoint folder's safetensors files (headers only); None when not local."""
+    if not folder or not Path(folder).is_dir():
+        return None
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return None
+    from safetensors import safe_open
+
+    keys: set[str] = set()
+    for f in files:
+        with safe_open(str(f), "pt") as handle:
+            keys.update(handle.keys())
+    return keys
 
 
 def make_card(model: PreTrainedModel) -> str:
@@ -68,7 +109,18 @@ def make_card(model: PreTrainedModel) -> str:
         bits=cfg.bits, calibration=cfg.calibration, n_samples=cfg.n_samples, seqlen=cfg.seqlen, seed=cfg.seed,
         n_layers=len(cfg.compressed_layers or {}), not_converted=", ".join(cfg.modules_to_not_convert) or "none",
         block_sparsities=", ".join(f"{s:.3f}" for s in cfg.block_sparsities or []), eval_results=evals,
+        refit=f"{cfg.refit_iters} conjugate-gradient steps" if cfg.refit_iters else "none", **_sizes(model),
     )
+
+
+def _sizes(model: PreTrainedModel) -> dict[str, str]:
+    """Disk bytes of the compressed linears, their resident bytes in memory now, and the dense fp16 size."""
+    layers = list(replaced_modules(model, CompressedLinear).values())
+    mib = lambda n: f"{n / 2**20:.2f} MiB"  # noqa: E731
+    return {"disk_size": mib(sum(m.packed_bytes() for m in layers)),
+            "resident_size": mib(sum(m.resident_bytes() for m in layers)),
+            "dense_fp16_size": mib(sum(2 * m.in_features * m.out_features for m in layers)),
+            "resident_mode": layers[0].resident if layers else "dense"}
 
 
 def _short(cfg: CompressionConfig) -> str:
@@ -90,6 +142,16 @@ def compress(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config:
     # the config is written back into: work on a copy so the caller's stays reusable
     config = config.copy(**kwargs) if config is not None else CompressionConfig(**kwargs)
     return apply_to_model(model, tokenizer, config)
+
+
+def set_resident(model: PreTrainedModel, mode: str) -> None:
+    """Keep a dense weight cache in every compressed linear ("dense") or only the packed buffers ("packed");
+    recorded in the config so a saved copy reloads the same way."""
+    for mod in replaced_modules(model, CompressedLinear).values():
+        mod.set_resident(mode)
+    cfg = getattr(model.config, "quantization_config", None)
+    if isinstance(cfg, CompressionConfig):
+        cfg.resident = mode
 
 
 def record_eval(model: PreTrainedModel, name: str, value: float, protocol: str = "") -> None:

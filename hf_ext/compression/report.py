@@ -22,6 +22,8 @@ class LayerRow:
     achieved: float
     kept: int
     numel: int
+    disk_bytes: int = 0  # packed buffers as saved (bias excluded)
+    resident_bytes: int = 0  # parameters + buffers + dense cache in memory
 
 
 @dataclass
@@ -46,6 +48,14 @@ class CompressionReport:
         numel = sum(r.numel for r in self.layers)
         return sum(r.target * r.numel for r in self.layers) / numel if numel else 0.0
 
+    @property
+    def disk_bytes(self) -> int:
+        return sum(r.disk_bytes for r in self.layers)
+
+    @property
+    def resident_bytes(self) -> int:
+        return sum(r.resident_bytes for r in self.layers)
+
     def block_achieved(self) -> list[float]:
         out = []
         for b in range(len(self.block_targets)):
@@ -60,17 +70,21 @@ class CompressionReport:
             f"Achieved global sparsity over prunable linears (counted on the masks): {self.achieved_sparsity:.4f} "
             f"(allocated {self.target_sparsity:.4f}); {len(self.layers)} linears; {self.seconds:.1f} s; "
             f"peak RSS {self.peak_rss_mib:.0f} MiB",
+            f"Compressed linears: {self.disk_bytes / 2**20:.2f} MiB on disk, {self.resident_bytes / 2**20:.2f} MiB "
+            f"resident in memory (parameters + buffers + dense weight cache; dense fp16 would be "
+            f"{2 * sum(r.numel for r in self.layers) / 2**20:.2f} MiB)",
             *self.notes,
             "",
-            "| layer | block | allocated | achieved | kept | weights |",
-            "|---|---|---|---|---|---|",
+            "| layer | block | allocated | achieved | kept | weights | disk bytes | resident bytes |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        lines += [f"| {r.name} | {r.block} | {r.target:.4f} | {r.achieved:.4f} | {r.kept} | {r.numel} |"
-                  for r in self.layers]
+        lines += [f"| {r.name} | {r.block} | {r.target:.4f} | {r.achieved:.4f} | {r.kept} | {r.numel} | "
+                  f"{r.disk_bytes} | {r.resident_bytes} |" for r in self.layers]
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "achieved_sparsity": self.achieved_sparsity, "target_sparsity": self.target_sparsity}
+        return {**asdict(self), "achieved_sparsity": self.achieved_sparsity, "target_sparsity": self.target_sparsity,
+                "disk_bytes": self.disk_bytes, "resident_bytes": self.resident_bytes}
 
     def save(self, folder: str | os.PathLike, stem: str = "compression_report") -> dict[str, Path]:
         """Write ``<stem>.md`` (the table) and ``<stem>.png`` (the allocation plot) into ``folder``."""
