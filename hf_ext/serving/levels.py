@@ -1,0 +1,276 @@
+"""Quality levels a server routes between: in-process HF models, the widths of one any-precision checkpoint, and
+remote OpenAI-compatible endpoints (vLLM, TGI; how users scale out behind an existing engine).
+
+Every level answers ``await level.generate(prompts, max_tokens, temperature, on_text)`` for one batch; ``on_text``
+(one callback or None per prompt) receives text deltas as tokens are produced, which is how the server streams.
+In-process levels run ``model.generate`` in a worker thread; levels sharing one model object (the widths of an
+any-precision checkpoint) share a lock, switch precision before each batch, and keep one dense weight cache per
+served width (``cache_dequantized="all"``), so a switch costs a pointer change: the memory of those caches is
+reported by :meth:`AnyPrecisionLevel.memory_mib`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from transformers.generation.streamers import BaseStreamer
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+TINY_CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                      "{% if add_generation_prompt %}assistant:{% endif %}")
+
+
+class BackendUnavailable(RuntimeError):
+    """A level could not serve (remote endpoint down or failing); the server answers 503 and keeps running."""
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" or "length"
+
+
+class Level:
+    """Base class: ``name``, an optional ``tokenizer`` (for chat templates and token limits) and ``generate``."""
+
+    name: str = "level"
+    tokenizer = None
+
+    async def generate(self, prompts: list[str], max_tokens: list[int], temperature: float,
+                       on_text: list[Callable[[str], None] | None]) -> list[Generation]:
+        raise NotImplementedError
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"]) if self.tokenizer is not None else len(text) // 4 + 1
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _RowStreamer(BaseStreamer):
+    """Receives the batch's new token ids from ``generate`` (in its thread) and hands each row's text delta to the
+    event loop."""
+
+    def __init__(self, tokenizer, callbacks, max_tokens, loop):
+        self.tok, self.callbacks, self.max_tokens, self.loop = tokenizer, callbacks, max_tokens, loop
+        self.ids: list[list[int]] = [[] for _ in callbacks]
+        self.text = [""] * len(callbacks)
+        self.done = [cb is None for cb in callbacks]
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate first passes the prompt ids
+            self.prompt_seen = True
+            return
+        for row, tok in enumerate(value.reshape(-1).tolist()):
+            if self.done[row]:
+                continue
+            if tok == self.tok.eos_token_id or len(self.ids[row]) >= self.max_tokens[row]:
+                self.done[row] = True
+                continue
+            self.ids[row].append(tok)
+            text = self.tok.decode(self.ids[row], skip_special_tokens=True)
+            if text.startswith(self.text[row]) and len(text) > len(self.text[row]) and not text.endswith("\ufffd"):
+                delta, self.text[row] = text[len(self.text[row]):], text
+                self.loop.call_soon_threadsafe(self.callbacks[row], delta)
+
+    def end(self) -> None:
+        return None
+
+
+class HFModelLevel(Level):
+    """An in-process transformers causal LM (batched, left-padded greedy or sampled decoding)."""
+
+    def __init__(self, model, tokenizer, name: str, lock: threading.Lock | None = None):
+        self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
+        self.lock = lock or threading.Lock()
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def _prepare(self) -> None:
+        return None
+
+    def generate_sync(self, prompts: list[str], max_tokens: list[int], temperature: float,
+                      on_text=None, loop=None) -> list[Generation]:
+        tok = self.tokenizer
+        with self.lock, torch.no_grad():
+            self._prepare()
+            side, tok.padding_side = tok.padding_side, "left"
+            try:
+                enc = tok(prompts, return_tensors="pt", padding=True)
+            finally:
+                tok.padding_side = side
+            streamer = None
+            if on_text is not None and any(cb is not None for cb in on_text):
+                streamer = _RowStreamer(tok, on_text, max_tokens, loop)
+            kw = dict(do_sample=True, temperature=temperature) if temperature > 0 else dict(do_sample=False)
+            out = self.model.generate(**enc, max_new_tokens=max(max_tokens), pad_token_id=tok.pad_token_id,
+                                      streamer=streamer, **kw)
+        new = out[:, enc["input_ids"].shape[1]:]
+        gens = []
+        for row in range(len(prompts)):
+            ids = new[row].tolist()
+            stop = tok.eos_token_id in ids[: max_tokens[row]]
+            ids = ids[: ids.index(tok.eos_token_id)] if stop else ids[: max_tokens[row]]
+            ids = [i for i in ids if i != tok.pad_token_id]
+            gens.append(Generation(tok.decode(ids, skip_special_tokens=True), int(enc["attention_mask"][row].sum()),
+                                   len(ids), "stop" if stop else "length"))
+        return gens
+
+    async def generate(self, prompts, max_tokens, temperature, on_text):
+        loop = asyncio.get_running_loop()
+        return await asyncio.to_thread(self.generate_sync, prompts, max_tokens, temperature, on_text, loop)
+
+
+class AnyPrecisionLevel(HFModelLevel):
+    """One width of an any-precision model; several levels share the model and its lock."""
+
+    def __init__(self, model, tokenizer, bits: int, name: str, lock: threading.Lock):
+        from ..any_precision.model import any_precision_layers
+
+        super().__init__(model, tokenizer, name, lock)
+        self.bits = int(bits)
+        if self.bits not in model.precisions:
+            raise ValueError(f"Precision {bits} is not loaded in this checkpoint (it holds {model.precisions}).")
+        for layer in any_precision_layers(model).values():
+            layer.cache = "all"  # one dense cache per served width: a switch is then a pointer change
+
+    def _prepare(self) -> None:
+        if self.model.precision != self.bits:
+            self.model.set_precision(self.bits)
+
+    def memory_mib(self) -> float:
+        """Dense caches of every width served so far plus the stored planes (the whole model's footprint)."""
+        from ..any_precision.model import any_precision_layers, stored_mib
+
+        return stored_mib(self.model) + sum(m.cache_nbytes() for m in any_precision_layers(self.model).values()) / 2**20
+
+
+class OpenAILevel(Level):
+    """A remote OpenAI-compatible ``/v1/completions`` endpoint (vLLM, TGI, another hf-ext server)."""
+
+    def __init__(self, base_url: str, name: str | None = None, model: str | None = None, timeout_s: float = 60.0,
+                 tokenizer=None):
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        self.name = name or self.base_url.split("//", 1)[-1].replace("/", "_")
+        self.model, self.tokenizer = model, tokenizer
+        self.client = httpx.AsyncClient(timeout=timeout_s)
+
+    async def _one(self, prompt: str, max_tokens: int, temperature: float) -> Generation:
+        import httpx
+
+        body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature,
+                "model": self.model or "default"}
+        try:
+            r = await self.client.post(f"{self.base_url}/completions", json=body)
+        except httpx.HTTPError as e:
+            raise BackendUnavailable(f"backend {self.base_url} unreachable: {type(e).__name__}") from e
+        if r.status_code >= 500 or r.status_code == 429:
+            raise BackendUnavailable(f"backend {self.base_url} answered {r.status_code}")
+        if r.status_code >= 400:
+            raise ValueError(f"backend {self.base_url} refused the request ({r.status_code}): {r.text[:200]}")
+        data = r.json()
+        choice, usage = data["choices"][0], data.get("usage") or {}
+        return Generation(choice.get("text", ""), int(usage.get("prompt_tokens", 0)),
+                          int(usage.get("completion_tokens", 0)), choice.get("finish_reason") or "length")
+
+    async def generate(self, prompts, max_tokens, temperature, on_text):
+        gens = await asyncio.gather(*(self._one(p, m, temperature) for p, m in zip(prompts, max_tokens)))
+        for g, cb in zip(gens, on_text or [None] * len(gens)):
+            if cb is not None and g.text:
+                cb(g.text)  # the remote answer arrives whole: one delta
+        return list(gens)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def truncate_depth(model, depth: int) -> None:
+    """Keep the first ``depth`` decoder blocks of ``model`` (in place; the final norm and LM head stay)."""
+    from ..common.arch import get_blocks
+
+    blocks = get_blocks(model)
+    if depth > len(blocks):
+        raise ValueError(f"@layers={depth} but the model has {len(blocks)} decoder blocks.")
+    del blocks[depth:]
+    cfg = getattr(model.config, "text_config", model.config)
+    cfg.num_hidden_layers = depth
+    if getattr(cfg, "layer_types", None):
+        cfg.layer_types = cfg.layer_types[:depth]
+
+
+def _split_name(spec: str) -> tuple[str | None, str]:
+    import re
+
+    m = re.match(r"^([A-Za-z0-9_.\-]+)=(.+)$", spec)  # NAME=SPEC; "@layers=K" and URLs have other characters first
+    return (m.group(1), m.group(2)) if m else (None, spec)
+
+
+def parse_levels(specs: list[str], dtype: torch.dtype = torch.float32) -> list[Level]:
+    """Build levels from command-line specs (lowest quality first), each optionally ``name=spec``:
+
+    * ``http(s)://host:port/v1``: a remote OpenAI-compatible endpoint;
+    * ``PATH:BITS``: one width of the any-precision checkpoint at ``PATH`` (widths of one path share one model);
+    * ``tiny:FAMILY``: a tiny random-weight model (tests and ``--tiny`` examples);
+    * anything else: a model path or Hub id (``default``: the embedded Gemma 3 270M);
+    * any in-process spec may end in ``@layers=K``: only its first ``K`` decoder blocks run (an early-exit level:
+      faster, lower quality, both measured by the profiler).
+    """
+    if not specs:
+        raise ValueError("At least one --level is needed.")
+    from ..common.models import load_model, tiny_model
+
+    shared: dict[str, tuple] = {}
+    levels: list[Level] = []
+    for raw in specs:
+        name, spec = _split_name(raw)
+        depth = None
+        if "@layers=" in spec:
+            spec, k = spec.rsplit("@layers=", 1)
+            if not k.isdigit() or int(k) < 1:
+                raise ValueError(f"@layers= needs a positive integer, got {k!r} in {raw!r}.")
+            depth = int(k)
+        if spec.startswith(("http://", "https://")):
+            levels.append(OpenAILevel(spec, name=name))
+        elif spec.startswith("tiny:"):
+            model, tok = tiny_model(spec.split(":", 1)[1], seed=len(levels))
+            tok.chat_template = TINY_CHAT_TEMPLATE
+            levels.append(HFModelLevel(model, tok, name or spec.replace(":", "-")))
+        elif ":" in spec and spec.rsplit(":", 1)[1].isdigit() and os.path.isdir(spec.rsplit(":", 1)[0]):
+            path, bits = spec.rsplit(":", 1)
+            if path not in shared:
+                from transformers import AutoTokenizer
+
+                from ..any_precision.api import from_pretrained
+
+                shared[path] = (from_pretrained(path, dtype=dtype), AutoTokenizer.from_pretrained(path),
+                                threading.Lock())
+            model, tok, lock = shared[path]
+            levels.append(AnyPrecisionLevel(model, tok, int(bits), name or f"{os.path.basename(path)}@{bits}bit", lock))
+        else:
+            model, tok = load_model(spec, dtype=dtype)
+            levels.append(HFModelLevel(model, tok, name or os.path.basename(spec.rstrip("/")) or spec))
+        if depth is not None:
+            if not isinstance(levels[-1], HFModelLevel) or isinstance(levels[-1], AnyPrecisionLevel):
+                raise ValueError(f"@layers= applies to a plain in-process model, not {raw!r}.")
+            truncate_depth(levels[-1].model, depth)
+            levels[-1].name = name or f"{levels[-1].name}-{depth}L"
+    names = [lv.name for lv in levels]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Level names must be unique, got {names}; name them with NAME=SPEC.")
+    return levels
+
+
+def parse_level(spec: str) -> Level:
+    return parse_levels([spec])[0]
