@@ -103,3 +103,29 @@ def test_cli_profile_train_router_round_trip(tmp_path, tiny_text_dir):
     r = Router.load(tmp_path / "r")
     assert r.levels == ["tiny-opt-1L", "tiny-llama"] and len(r.tasks) == 2
     assert main(["serve", "profile", "--level", "tiny:opt", "--out", str(prof)]) == 2  # exists, no --overwrite
+
+
+@pytest.mark.parametrize("family", ["llama", "opt", "gemma"])
+def test_truncated_view_shares_weights_and_equals_a_truncated_copy(family):
+    import copy
+
+    import torch
+
+    from hf_ext.common.arch import get_blocks
+    from hf_ext.serving.levels import truncated_view
+
+    model, tok = tiny_model(family)
+    view = truncated_view(model, 2)
+    ref = copy.deepcopy(model)
+    del get_blocks(ref)[2:]
+    cfg = ref.config
+    cfg.num_hidden_layers = 2
+    if getattr(cfg, "layer_types", None):
+        cfg.layer_types = cfg.layer_types[:2]
+    ids = tok(["The quick brown fox"], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(view(**ids).logits, ref(**ids).logits, atol=1e-6)
+        assert torch.equal(view.generate(**ids, max_new_tokens=4, do_sample=False),
+                           ref.generate(**ids, max_new_tokens=4, do_sample=False))
+    assert len(get_blocks(model)) == 3 and model.config.num_hidden_layers == 3
+    assert view.get_input_embeddings().weight is model.get_input_embeddings().weight

@@ -11,7 +11,7 @@ from gymnasium.utils.env_checker import check_env
 
 from hf_ext.serving.arrivals import diurnal_counts, make_trace
 from hf_ext.serving.dqn import DQNConfig, double_dqn_targets, train_dqn
-from hf_ext.serving.policies import EwmaRate, RouterState, baselines, estimate_completion
+from hf_ext.serving.policies import EwmaRate, RouterState, StaticPolicy, baselines, estimate_completion
 from hf_ext.serving.profile import LevelProfile, ServingProfile
 from hf_ext.serving.router import QNetwork, Router
 from hf_ext.serving.simulator import ServingSimulator, SimulatorConfig
@@ -195,3 +195,29 @@ def test_router_learns_to_degrade_under_load_and_round_trips(tmp_path):
         router.save(tmp_path / "r")
     with pytest.raises(FileNotFoundError, match="not a saved router"):
         Router.load(tmp_path)
+
+
+def test_router_numpy_inference_matches_the_q_network():
+    import torch
+
+    from hf_ext.serving.policies import ObsSpec
+
+    spec = ObsSpec(n_tasks=2, n_levels=3)
+    q = QNetwork(spec.dim, 3)
+    router = Router(q, spec, ["a", "b", "c"], ["x", "y"])
+    obs = np.random.default_rng(0).random((5, spec.dim)).astype(np.float32)
+    with torch.no_grad():
+        assert np.allclose(router.q_values(obs), q(torch.from_numpy(obs)).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="does not match"):
+        Router(QNetwork(spec.dim + 1, 3), spec, ["a", "b", "c"], ["x", "y"])
+
+
+def test_soft_reward_decays_with_lateness():
+    from hf_ext.serving.policies import soft_reward
+
+    assert soft_reward(0.8, 1.0, 2.0, 0.5) == 0.8
+    assert soft_reward(0.8, 3.0, 2.0, 0.5) == pytest.approx(0.8 * np.exp(-1.0))
+    p = toy_profile()
+    hard = run_policy(p, SimulatorConfig(rate=30, duration_s=10, reward="hard", drop_expired=False), StaticPolicy(2), 0)
+    soft = run_policy(p, SimulatorConfig(rate=30, duration_s=10, reward="soft", drop_expired=False), StaticPolicy(2), 0)
+    assert soft["normalized_quality"] > hard["normalized_quality"] and soft["availability"] == hard["availability"]

@@ -196,18 +196,36 @@ class OpenAILevel(Level):
         await self.client.aclose()
 
 
-def truncate_depth(model, depth: int) -> None:
-    """Keep the first ``depth`` decoder blocks of ``model`` (in place; the final norm and LM head stay)."""
+def truncated_view(model, depth: int):
+    """A model running only the first ``depth`` decoder blocks of ``model``, sharing every weight with it (the final
+    norm and LM head included): an early-exit level that costs no memory."""
+    import copy
+
     from ..common.arch import get_blocks
 
     blocks = get_blocks(model)
-    if depth > len(blocks):
+    if not 1 <= depth <= len(blocks):
         raise ValueError(f"@layers={depth} but the model has {len(blocks)} decoder blocks.")
-    del blocks[depth:]
-    cfg = getattr(model.config, "text_config", model.config)
-    cfg.num_hidden_layers = depth
-    if getattr(cfg, "layer_types", None):
-        cfg.layer_types = cfg.layer_types[:depth]
+    path = next(name for name, m in model.named_modules() if m is blocks).split(".")
+    config = copy.deepcopy(model.config)
+    text = getattr(config, "text_config", config)
+    text.num_hidden_layers = depth
+    if getattr(text, "layer_types", None):
+        text.layer_types = text.layer_types[:depth]
+    root = copy.copy(model)
+    root._modules = dict(model._modules)
+    new, old = root, model
+    for part in path[:-1]:  # copy the chain of parents down to the block list, nothing else
+        child = copy.copy(old._modules[part])
+        child._modules = dict(child._modules)
+        new._modules[part] = child
+        new, old = child, old._modules[part]
+    new._modules[path[-1]] = torch.nn.ModuleList(list(blocks)[:depth])
+    chain = [root, *(root.get_submodule(".".join(path[:i])) for i in range(1, len(path)))]
+    for m in {id(x): x for x in chain}.values():
+        if hasattr(m, "config"):
+            m.config = config if m is root or getattr(m.config, "num_hidden_layers", None) is None else text
+    return root
 
 
 def _split_name(spec: str) -> tuple[str | None, str]:
@@ -244,8 +262,11 @@ def parse_levels(specs: list[str], dtype: torch.dtype = torch.float32) -> list[L
         if spec.startswith(("http://", "https://")):
             levels.append(OpenAILevel(spec, name=name))
         elif spec.startswith("tiny:"):
-            model, tok = tiny_model(spec.split(":", 1)[1], seed=len(levels))
-            tok.chat_template = TINY_CHAT_TEMPLATE
+            if spec not in shared:
+                model, tok = tiny_model(spec.split(":", 1)[1], seed=len(levels))
+                tok.chat_template = TINY_CHAT_TEMPLATE
+                shared[spec] = (model, tok, threading.Lock())
+            model, tok, _ = shared[spec]
             levels.append(HFModelLevel(model, tok, name or spec.replace(":", "-")))
         elif ":" in spec and spec.rsplit(":", 1)[1].isdigit() and os.path.isdir(spec.rsplit(":", 1)[0]):
             path, bits = spec.rsplit(":", 1)
@@ -259,12 +280,14 @@ def parse_levels(specs: list[str], dtype: torch.dtype = torch.float32) -> list[L
             model, tok, lock = shared[path]
             levels.append(AnyPrecisionLevel(model, tok, int(bits), name or f"{os.path.basename(path)}@{bits}bit", lock))
         else:
-            model, tok = load_model(spec, dtype=dtype)
+            if spec not in shared:  # a model named twice (full and @layers=K) is loaded once
+                shared[spec] = (*load_model(spec, dtype=dtype), threading.Lock())
+            model, tok, _ = shared[spec]
             levels.append(HFModelLevel(model, tok, name or os.path.basename(spec.rstrip("/")) or spec))
         if depth is not None:
-            if not isinstance(levels[-1], HFModelLevel) or isinstance(levels[-1], AnyPrecisionLevel):
+            if type(levels[-1]) is not HFModelLevel:
                 raise ValueError(f"@layers= applies to a plain in-process model, not {raw!r}.")
-            truncate_depth(levels[-1].model, depth)
+            levels[-1].model = truncated_view(levels[-1].model, depth)
             levels[-1].name = name or f"{levels[-1].name}-{depth}L"
     names = [lv.name for lv in levels]
     if len(set(names)) != len(names):
