@@ -11,6 +11,7 @@ switch's extra cost as a fraction of a batch is recorded (``meta["switch_overhea
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 
@@ -34,7 +35,8 @@ def default_tasks(source: str = "pydocs", n_tasks: int = 2, texts_per_task: int 
     if len(docs) < n_tasks:
         raise ValueError(f"{source!r} has {len(docs)} documents of {chars}+ characters; need {n_tasks}.")
     per = len(docs) // n_tasks
-    return {f"{source}-{k}": [d[:chars] for d in docs[k * per:(k + 1) * per][:texts_per_task]] for k in range(n_tasks)}
+    prefix = os.path.basename(str(source).rstrip("/")) or "text"
+    return {f"{prefix}-{k}": [d[:chars] for d in docs[k * per:(k + 1) * per][:texts_per_task]] for k in range(n_tasks)}
 
 
 @torch.no_grad()
