@@ -1,6 +1,6 @@
 """Learned best-effort serving (Jha et al., 2024): router vs static best / static fastest / queue threshold.
 
-    python benchmarks/serving.py            # published: default model at 3 depths, ~7 min on an idle 2-core CPU
+    python benchmarks/serving.py            # published: default model three ways, ~7 min on an idle 2-core CPU
     python benchmarks/serving.py --smoke    # tiny models, end to end in about a minute; writes benchmarks/out/
 
 1. Profile: every level's service time per batch size and quality per task, measured here (hf-ext serve profile).
@@ -97,8 +97,8 @@ def simulate(profile, args, out_dir: Path) -> tuple[str, dict]:
     from hf_ext.serving.policies import baselines
     from hf_ext.serving.training import paper_ratios, sweep, train_router
 
-    seeds = list(range(args.seeds or (2 if args.smoke else 5)))
-    steps = args.steps or (3000 if args.smoke else 30000)
+    seeds = list(range(args.seeds or (2 if args.smoke else 4)))
+    steps = args.steps or (1500 if args.smoke else 20000)
     train_cfg = sim_config(profile, args)
     rates = rate_grid(profile, train_cfg, 6 if args.smoke else 10)
     train_cfg.rate = (rates[0], rates[-1])
@@ -323,8 +323,10 @@ def main() -> int:
     out_dir = ROOT / "benchmarks" / ("out" if args.smoke else "results") / ("serving_smoke" if args.smoke else "")
     out_dir = out_dir if args.smoke else ROOT / "benchmarks" / "results" / "serving_artifacts"
     out_dir.mkdir(parents=True, exist_ok=True)
-    levels = args.levels or (["tiny:llama@layers=1", "tiny:llama@layers=2", "tiny:llama"] if args.smoke else
-                             ["default@layers=4", "default@layers=9", "default"])
+    from hf_ext.serving.levels import DEFAULT_LEVELS
+
+    levels = args.levels or (["tiny:llama@layers=1@vocab=64", "tiny:llama@vocab=160", "tiny:llama"] if args.smoke
+                             else list(DEFAULT_LEVELS))
     start = time.perf_counter()
     profile = measure(levels, args.smoke)
     body, sim = simulate(profile, args, out_dir)

@@ -1,10 +1,10 @@
 """Learned best-effort serving: measure quality levels, train the Double-DQN router in the simulator, serve it over
 an OpenAI-compatible API on 127.0.0.1 and load it.
 
-    python examples/best_effort_serving.py          # Gemma 3 270M at 9 blocks and all 18 (shared weights)
+    python examples/best_effort_serving.py          # Gemma 3 270M: a 32k-token head, and the full model
     python examples/best_effort_serving.py --tiny   # a random tiny Llama, seconds
 
-Command-line equivalent: ``hf-ext serve profile --level default@layers=9 --level default --out p.json``,
+Command-line equivalent: ``hf-ext serve profile --level default@vocab=32768 --level default --out p.json``,
 ``hf-ext serve train-router --profile p.json --out router``, ``hf-ext serve --level ... --profile p.json --router
 router`` and ``hf-ext bench serve --url http://127.0.0.1:8000 --rate 2``.
 """
@@ -35,8 +35,8 @@ args = parser(__doc__.splitlines()[0]).parse_args()
 path, text, out = setup(args)
 out.mkdir(parents=True, exist_ok=True)
 
-# 1. Levels: the model at two depths (an early-exit level shares every weight with the full model).
-levels = parse_levels([f"{path}@layers={1 if args.tiny else 9}", path])
+# 1. Levels: the full model and a cheaper view of it (fewer blocks / a reduced vocabulary, every weight shared).
+levels = parse_levels([f"{path}@layers=1@vocab=128" if args.tiny else f"{path}@vocab=32768", path])
 tasks = default_tasks(text, n_tasks=1 if args.tiny else 2, texts_per_task=2 if args.tiny else 4)
 profile = measure_profile(levels, tasks, batch_sizes=(1, 4, 8), max_new_tokens=4 if args.tiny else 16,
                           repeats=1 if args.tiny else 2)

@@ -129,3 +129,23 @@ def test_truncated_view_shares_weights_and_equals_a_truncated_copy(family):
                            ref.generate(**ids, max_new_tokens=4, do_sample=False))
     assert len(get_blocks(model)) == 3 and model.config.num_hidden_layers == 3
     assert view.get_input_embeddings().weight is model.get_input_embeddings().weight
+
+
+def test_reduced_vocabulary_view_predicts_only_the_first_ids():
+    import torch
+
+    from hf_ext.serving.levels import truncated_view
+
+    model, tok = tiny_model("gemma")
+    view = truncated_view(model, vocab=64)
+    ids = tok(["The quick brown fox"], return_tensors="pt")
+    with torch.no_grad():
+        full, small = model(**ids).logits, view(**ids).logits
+        out = view.generate(**ids, max_new_tokens=5, do_sample=False)
+    assert small.shape[-1] == 64 and torch.allclose(small, full[..., :64], atol=1e-5)
+    assert int(out[0, ids["input_ids"].shape[1]:].max()) < 64
+    assert view.get_output_embeddings().weight.data_ptr() == model.get_output_embeddings().weight.data_ptr()
+    lv = parse_levels(["tiny:gemma@layers=2@vocab=64", "tiny:gemma"])
+    assert lv[0].name == "tiny-gemma-2L-v64" and lv[0].model.get_output_embeddings().out_features == 64
+    with pytest.raises(ValueError, match="positive integer"):
+        parse_levels(["tiny:gemma@vocab=x"])

@@ -10,14 +10,12 @@ def _add_level_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--level", action="append", default=None, metavar="[NAME=]SPEC",
                    help="a quality level, lowest quality first: model path / Hub id / 'default', PATH:BITS of an "
                    "any-precision checkpoint, http://host:port/v1 (OpenAI-compatible), tiny:FAMILY (tests); "
-                   "SPEC@layers=K runs its first K blocks only. Default: the embedded model at full and 6 layers")
-
-
-DEFAULT_LEVELS = ["default@layers=6", "default"]
+                   "SPEC@layers=K / SPEC@vocab=N: its first K blocks / first N token ids only (shared weights). "
+                   "Default: the embedded model three ways (hf_ext.serving.levels.DEFAULT_LEVELS)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .levels import parse_levels
+    from .levels import DEFAULT_LEVELS, parse_levels
     from .profile import ServingProfile
     from .router import Router
     from .server import BestEffortServer, ServerConfig, serve
@@ -29,7 +27,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     router = Router.load(args.router) if args.router else None
     if router is not None and profile is None:
         raise ValueError("--router needs the --profile it was trained on.")
-    levels = parse_levels(args.level or DEFAULT_LEVELS)
+    levels = parse_levels(args.level or list(DEFAULT_LEVELS))
     server = BestEffortServer(levels, profile=profile, router=router, config=cfg)
     print(f"hf-ext serve: {len(levels)} levels {[lv.name for lv in levels]} on http://{cfg.host}:{cfg.port} "
           f"(router: {'learned' if router else 'queue-length threshold'})", flush=True)
@@ -40,13 +38,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .levels import parse_levels
+    from .levels import DEFAULT_LEVELS, parse_levels
     from .profiler import default_tasks, measure_profile
 
     if Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out!r} exists; pass --overwrite to replace it.")
     tasks = default_tasks(args.tasks, n_tasks=args.n_tasks, texts_per_task=args.texts_per_task)
-    levels = parse_levels(args.level or DEFAULT_LEVELS)
+    levels = parse_levels(args.level or list(DEFAULT_LEVELS))
     profile = measure_profile(levels, tasks, batch_sizes=tuple(args.batch_sizes), max_new_tokens=args.max_tokens,
                               repeats=args.repeats)
     profile.save(args.out)

@@ -1,21 +1,21 @@
-"""``hf-ext demo`` row: the simulator, driven by a profile measured right now on the demo's model at three depths
-(first 4 and 9 decoder blocks, and all of them; weights shared), availability of the learned router vs static best
-quality at a high request rate (4x the best level's capacity). A quick profile: batch sizes 1 and 8, 8 new tokens,
-one repeat; ``benchmarks/serving.py`` measures the full one."""
+"""``hf-ext demo`` row: the simulator, driven by a profile measured right now on the demo's model as three levels
+(the cheapest two share its weights; as ``hf_ext.serving.levels.DEFAULT_LEVELS``), availability of the learned
+router vs static best quality at a high request rate (4x the best level's capacity). A quick profile: batch sizes 1
+and 8, 8 new tokens, one repeat; ``benchmarks/serving.py`` measures the full one."""
 
 from __future__ import annotations
-
-DEPTHS = (4, 9)
 
 
 def demo_levels(model, tokenizer):
     from ..common.arch import get_blocks
     from .levels import HFModelLevel, truncated_view
 
-    n = len(get_blocks(model))
-    depths = [d for d in DEPTHS if d < n] or [max(1, n // 2)]
-    return [HFModelLevel(truncated_view(model, d), tokenizer, f"{d}-blocks") for d in depths] + [
-        HFModelLevel(model, tokenizer, f"{n}-blocks")]
+    n, vocab = len(get_blocks(model)), model.get_output_embeddings().out_features
+    cheap = (max(1, 2 * n // 3), min(vocab, 8192))
+    mid = min(vocab, 32768)
+    return [HFModelLevel(truncated_view(model, *cheap), tokenizer, f"{cheap[0]}L-v{cheap[1]}"),
+            HFModelLevel(truncated_view(model, None, mid), tokenizer, f"v{mid}"),
+            HFModelLevel(model, tokenizer, "full")]
 
 
 def demo_rows(model, tokenizer, ctx) -> list:
@@ -46,7 +46,7 @@ def demo_rows(model, tokenizer, ctx) -> list:
     static = [run_policy(profile, evals, baselines(profile, 8)["static_best"], seed=s, rate=high)["availability"]
               for s in range(3)]
     mean = lambda v: sum(v) / len(v)  # noqa: E731
-    return [DemoRow("serving (learned router)", f"{len(levels)} depths, {high:.1f} req/s (4x static capacity)",
+    return [DemoRow("serving (learned router)", f"{len(levels)} levels, {high:.1f} req/s (4x static capacity)",
                     "availability", mean(ours), baseline=mean(static),
                     note=f"baseline: static best; simulator on a profile measured now; deadline {deadline:.1f} s; "
                          f"{time.perf_counter() - start:.0f} s")]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,12 @@ from transformers.generation.streamers import BaseStreamer
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
+
+DEFAULT_LEVELS = ("default@layers=12@vocab=8192", "default@vocab=32768", "default")
+"""``hf-ext serve`` without ``--level``: the embedded model three ways, lowest quality first, all sharing one copy of
+the weights (our choice: on a CPU the 262k-token LM head is most of Gemma 3 270M's decode time, so reduced
+vocabularies, plus fewer blocks for the cheapest, give levels that differ in speed; the profiler measures how much
+and what quality each keeps)."""
 
 TINY_CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
                       "{% if add_generation_prompt %}assistant:{% endif %}")
@@ -196,16 +203,22 @@ class OpenAILevel(Level):
         await self.client.aclose()
 
 
-def truncated_view(model, depth: int):
-    """A model running only the first ``depth`` decoder blocks of ``model``, sharing every weight with it (the final
-    norm and LM head included): an early-exit level that costs no memory."""
+def truncated_view(model, depth: int | None = None, vocab: int | None = None):
+    """A model running only the first ``depth`` decoder blocks of ``model`` and, with ``vocab``, predicting only the
+    first ``vocab`` token ids (the LM head's first rows: tokenizers rank ids roughly by frequency, as FR-Spec's
+    reduced draft vocabulary), sharing every weight with ``model``: a cheaper level that costs no memory. On a CPU the
+    LM head of a large-vocabulary model dominates decoding, so ``vocab`` is what makes such a level fast."""
     import copy
 
     from ..common.arch import get_blocks
 
     blocks = get_blocks(model)
+    depth = len(blocks) if depth is None else depth
     if not 1 <= depth <= len(blocks):
         raise ValueError(f"@layers={depth} but the model has {len(blocks)} decoder blocks.")
+    head = model.get_output_embeddings()
+    if vocab is not None and not 1 <= vocab <= head.weight.shape[0]:
+        raise ValueError(f"@vocab={vocab} but the model has {head.weight.shape[0]} output tokens.")
     path = next(name for name, m in model.named_modules() if m is blocks).split(".")
     config = copy.deepcopy(model.config)
     text = getattr(config, "text_config", config)
@@ -221,6 +234,15 @@ def truncated_view(model, depth: int):
         new._modules[part] = child
         new, old = child, old._modules[part]
     new._modules[path[-1]] = torch.nn.ModuleList(list(blocks)[:depth])
+    if vocab is not None:
+        small = torch.nn.Linear(head.in_features, vocab, bias=head.bias is not None)
+        small.weight = torch.nn.Parameter(head.weight[:vocab], requires_grad=False)  # a view: no copy
+        if head.bias is not None:
+            small.bias = torch.nn.Parameter(head.bias[:vocab], requires_grad=False)
+        name = next(n for n, m in model.named_modules() if m is head)
+        if "." in name:
+            raise ValueError(f"@vocab= needs the LM head at the model's top level, found {name!r}.")
+        root._modules[name] = small
     chain = [root, *(root.get_submodule(".".join(path[:i])) for i in range(1, len(path)))]
     for m in {id(x): x for x in chain}.values():
         if hasattr(m, "config"):
@@ -229,8 +251,6 @@ def truncated_view(model, depth: int):
 
 
 def _split_name(spec: str) -> tuple[str | None, str]:
-    import re
-
     m = re.match(r"^([A-Za-z0-9_.\-]+)=(.+)$", spec)  # NAME=SPEC; "@layers=K" and URLs have other characters first
     return (m.group(1), m.group(2)) if m else (None, spec)
 
@@ -242,8 +262,9 @@ def parse_levels(specs: list[str], dtype: torch.dtype = torch.float32) -> list[L
     * ``PATH:BITS``: one width of the any-precision checkpoint at ``PATH`` (widths of one path share one model);
     * ``tiny:FAMILY``: a tiny random-weight model (tests and ``--tiny`` examples);
     * anything else: a model path or Hub id (``default``: the embedded Gemma 3 270M);
-    * any in-process spec may end in ``@layers=K``: only its first ``K`` decoder blocks run (an early-exit level:
-      faster, lower quality, both measured by the profiler).
+    * any in-process spec may end in ``@layers=K`` (only its first ``K`` decoder blocks run: an early-exit level)
+      and / or ``@vocab=N`` (only the first ``N`` token ids are predicted); both share the full model's weights and
+      are faster and worse, by amounts the profiler measures.
     """
     if not specs:
         raise ValueError("At least one --level is needed.")
@@ -253,12 +274,13 @@ def parse_levels(specs: list[str], dtype: torch.dtype = torch.float32) -> list[L
     levels: list[Level] = []
     for raw in specs:
         name, spec = _split_name(raw)
-        depth = None
-        if "@layers=" in spec:
-            spec, k = spec.rsplit("@layers=", 1)
+        cut: dict[str, int] = {}
+        while not spec.startswith(("http://", "https://")) and re.search(r"@(layers|vocab)=[^@]*$", spec):
+            spec, opt = spec.rsplit("@", 1)
+            key, k = opt.split("=", 1)
             if not k.isdigit() or int(k) < 1:
-                raise ValueError(f"@layers= needs a positive integer, got {k!r} in {raw!r}.")
-            depth = int(k)
+                raise ValueError(f"@{key}= needs a positive integer, got {k!r} in {raw!r}.")
+            cut[key] = int(k)
         if spec.startswith(("http://", "https://")):
             levels.append(OpenAILevel(spec, name=name))
         elif spec.startswith("tiny:"):
@@ -284,11 +306,12 @@ def parse_levels(specs: list[str], dtype: torch.dtype = torch.float32) -> list[L
                 shared[spec] = (*load_model(spec, dtype=dtype), threading.Lock())
             model, tok, _ = shared[spec]
             levels.append(HFModelLevel(model, tok, name or os.path.basename(spec.rstrip("/")) or spec))
-        if depth is not None:
+        if cut:
             if type(levels[-1]) is not HFModelLevel:
-                raise ValueError(f"@layers= applies to a plain in-process model, not {raw!r}.")
-            levels[-1].model = truncated_view(levels[-1].model, depth)
-            levels[-1].name = name or f"{levels[-1].name}-{depth}L"
+                raise ValueError(f"@layers= / @vocab= apply to a plain in-process model, not {raw!r}.")
+            levels[-1].model = truncated_view(levels[-1].model, cut.get("layers"), cut.get("vocab"))
+            suffix = (f"-{cut['layers']}L" if "layers" in cut else "") + (f"-v{cut['vocab']}" if "vocab" in cut else "")
+            levels[-1].name = name or f"{levels[-1].name}{suffix}"
     names = [lv.name for lv in levels]
     if len(set(names)) != len(names):
         raise ValueError(f"Level names must be unique, got {names}; name them with NAME=SPEC.")
