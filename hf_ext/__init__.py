@@ -30,8 +30,9 @@ _import_structure: dict[str, list[str]] = {
     "structured": ["StructuredPruningConfig", "prune_structured"],
     "any_precision": ["AnyPrecisionConfig", "AnyPrecisionLinear"],
     "speculative": ["SpeculativeGenerationMixin", "SpeculativeConfig"],
+    "serving": ["BestEffortServer", "ServingSimulator", "Router"],
 }
-_SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics")
+_SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics", "serving")
 
 __all__ = sorted(n for names in _import_structure.values() for n in names) + list(_SUBPACKAGES)
 __getattr__ = lazy_getattr(__name__, globals(), _import_structure, _SUBPACKAGES)
@@ -51,5 +52,6 @@ if TYPE_CHECKING:
     from .common.models import default_model_path, load_default_model, load_model, tiny_model
     from .common.perplexity import PerplexityResult, perplexity
     from .compression import CompressionConfig, compress, compress_checkpoint
+    from .serving import BestEffortServer, Router, ServingSimulator
     from .speculative import SpeculativeConfig, SpeculativeGenerationMixin
     from .structured import StructuredPruningConfig, prune_structured

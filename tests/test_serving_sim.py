@@ -50,6 +50,17 @@ def test_config_validation():
         SimulatorConfig.from_dict({"rat": 1})
     with pytest.raises(ValueError, match="gamma"):
         DQNConfig(gamma=1.5)
+    from hf_ext.serving.loadgen import LoadConfig
+    from hf_ext.serving.server import ServerConfig
+
+    for cls in (SimulatorConfig, DQNConfig, LoadConfig, ServerConfig):
+        assert cls.from_dict(cls().to_dict()) == cls()
+        with pytest.raises(ValueError, match=f"Unknown {cls.__name__} keys"):
+            cls.from_dict({"bogus": 1})
+    with pytest.raises(ValueError, match="queue_bound"):
+        ServerConfig(queue_bound=0)
+    with pytest.raises(ValueError, match="url"):
+        LoadConfig(url="127.0.0.1:8000")
 
 
 @pytest.mark.parametrize("pattern", ["poisson", "gamma", "diurnal"])

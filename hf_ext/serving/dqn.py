@@ -18,13 +18,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from ..common.dict_config import DictConfigMixin
 from .router import QNetwork
 
 logger = logging.get_logger(__name__)
 
 
 @dataclass
-class DQNConfig:
+class DQNConfig(DictConfigMixin):
     """Double DQN settings (defaults are our choices; the paper gives none we could verify).
 
     Args:

@@ -15,11 +15,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..common.dict_config import DictConfigMixin
 from .arrivals import gamma_times
 
 
 @dataclass
-class LoadConfig:
+class LoadConfig(DictConfigMixin):
     """One load run.
 
     Args:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..common.dict_config import DictConfigMixin
+
 RATE_CLIP = 4.0  # observation bound of the normalised arrival rate (rates above 4x capacity all look alike)
 
 
@@ -28,7 +30,7 @@ class RouterState:
 
 
 @dataclass
-class ObsSpec:
+class ObsSpec(DictConfigMixin):
     """How a :class:`RouterState` is normalised into the router's input vector.
 
     Args:

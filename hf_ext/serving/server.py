@@ -14,10 +14,11 @@ import math
 import time
 from collections import deque
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from transformers.utils import logging
 
+from ..common.dict_config import DictConfigMixin
 from .levels import BackendUnavailable, Level
 from .policies import EwmaRate, RouterState, ThresholdPolicy, estimate_completion
 from .profile import LevelProfile, ServingProfile
@@ -27,7 +28,7 @@ logger = logging.get_logger(__name__)
 
 
 @dataclass
-class ServerConfig:
+class ServerConfig(DictConfigMixin):
     """Server limits and defaults (our choices, documented).
 
     Args:
@@ -67,9 +68,6 @@ class ServerConfig:
         for name in ("default_deadline_s", "rate_halflife", "down_retry_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -11,11 +11,12 @@ last request; everything still queued is then played out.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
 
+from ..common.dict_config import DictConfigMixin
 from .arrivals import PATTERNS, Trace, make_trace
 from .policies import EwmaRate, ObsSpec, RouterState, encode_state, soft_reward
 from .profile import ServingProfile
@@ -24,7 +25,7 @@ REWARDS = ("hard", "soft")
 
 
 @dataclass
-class SimulatorConfig:
+class SimulatorConfig(DictConfigMixin):
     """Workload and serving settings of :class:`ServingSimulator` (defaults are our choices).
 
     Args:
@@ -85,16 +86,6 @@ class SimulatorConfig:
     def rate_range(self) -> tuple[float, float]:
         r = self.rate
         return (float(r[0]), float(r[1])) if isinstance(r, (list, tuple)) else (float(r), float(r))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SimulatorConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"Unknown SimulatorConfig keys {sorted(unknown)}.")
-        return cls(**d)
 
 
 class ServingSimulator(gym.Env):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 from transformers.utils import logging
 
@@ -21,7 +19,7 @@ def train_router(profile: ServingProfile, sim_config: SimulatorConfig | None = N
     router for light and heavy load alike)."""
     env = ServingSimulator(profile, sim_config)
     q, log = train_dqn(env, dqn_config, progress=progress)
-    meta = {"sim_config": env.config.to_dict(), "dqn_config": dataclasses.asdict(dqn_config or DQNConfig()),
+    meta = {"sim_config": env.config.to_dict(), "dqn_config": (dqn_config or DQNConfig()).to_dict(),
             "episodes": log["episodes"]}
     return Router(q, env.spec_obs, profile.names, profile.tasks, meta), log
 
