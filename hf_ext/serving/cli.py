@@ -5,6 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 
+SERVE_MODULES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "httpx": "httpx", "prometheus_client": "prometheus-client",
+                 "gymnasium": "gymnasium"}
+
+
+def require_serve(*modules: str) -> None:
+    """One clear ImportError naming the extra when a serving dependency is missing."""
+    from ..common.import_utils import is_available
+
+    missing = [SERVE_MODULES[m] for m in modules or SERVE_MODULES if not is_available(m)]
+    if missing:
+        raise ImportError(f"hf-ext serve needs {', '.join(missing)}; install them with: pip install 'hf-ext[serve]'")
+
 
 def _add_level_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--level", action="append", default=None, metavar="[NAME=]SPEC",
@@ -15,6 +27,7 @@ def _add_level_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    require_serve("fastapi", "uvicorn", "httpx", "prometheus_client")
     from .levels import DEFAULT_LEVELS, parse_levels
     from .profile import ServingProfile
     from .router import Router
@@ -56,6 +69,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_train_router(args: argparse.Namespace) -> int:
+    require_serve("gymnasium")
     from .dqn import DQNConfig
     from .profile import ServingProfile
     from .simulator import SimulatorConfig
@@ -75,6 +89,7 @@ def cmd_train_router(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_serve(args: argparse.Namespace) -> int:
+    require_serve("httpx")
     from .loadgen import LoadConfig, run_load
 
     cfg = LoadConfig(url=args.url, rate=args.rate, burstiness=args.burstiness, duration_s=args.duration,
