@@ -34,6 +34,15 @@ TINY_CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }
                       "{% if add_generation_prompt %}assistant:{% endif %}")
 
 
+_TOKENIZER_LOCKS: dict[int, threading.Lock] = {}
+
+
+def tokenizer_lock(tokenizer) -> threading.Lock:
+    """One lock per tokenizer object: a fast tokenizer used from two threads at once raises "Already borrowed", and
+    levels sharing a model share its tokenizer (workers and the request handler run in different threads)."""
+    return _TOKENIZER_LOCKS.setdefault(id(tokenizer), threading.Lock())
+
+
 class BackendUnavailable(RuntimeError):
     """A level could not serve (remote endpoint down or failing); the server answers 503 and keeps running."""
 
@@ -57,7 +66,10 @@ class Level:
         raise NotImplementedError
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text)["input_ids"]) if self.tokenizer is not None else len(text) // 4 + 1
+        if self.tokenizer is None:
+            return len(text) // 4 + 1
+        with tokenizer_lock(self.tokenizer):
+            return len(self.tokenizer(text)["input_ids"])
 
     async def aclose(self) -> None:
         return None
@@ -85,7 +97,8 @@ class _RowStreamer(BaseStreamer):
                 self.done[row] = True
                 continue
             self.ids[row].append(tok)
-            text = self.tok.decode(self.ids[row], skip_special_tokens=True)
+            with tokenizer_lock(self.tok):
+                text = self.tok.decode(self.ids[row], skip_special_tokens=True)
             if text.startswith(self.text[row]) and len(text) > len(self.text[row]) and not text.endswith("\ufffd"):
                 delta, self.text[row] = text[len(self.text[row]):], text
                 self.loop.call_soon_threadsafe(self.callbacks[row], delta)
@@ -111,11 +124,12 @@ class HFModelLevel(Level):
         tok = self.tokenizer
         with self.lock, torch.no_grad():
             self._prepare()
-            side, tok.padding_side = tok.padding_side, "left"
-            try:
-                enc = tok(prompts, return_tensors="pt", padding=True)
-            finally:
-                tok.padding_side = side
+            with tokenizer_lock(tok):
+                side, tok.padding_side = tok.padding_side, "left"
+                try:
+                    enc = tok(prompts, return_tensors="pt", padding=True)
+                finally:
+                    tok.padding_side = side
             streamer = None
             if on_text is not None and any(cb is not None for cb in on_text):
                 streamer = _RowStreamer(tok, on_text, max_tokens, loop)
@@ -123,8 +137,12 @@ class HFModelLevel(Level):
             out = self.model.generate(**enc, max_new_tokens=max(max_tokens), pad_token_id=tok.pad_token_id,
                                       streamer=streamer, **kw)
         new = out[:, enc["input_ids"].shape[1]:]
-        gens = []
-        for row in range(len(prompts)):
+        with tokenizer_lock(tok):
+            return self._decode(new, enc, max_tokens)
+
+    def _decode(self, new, enc, max_tokens) -> list[Generation]:
+        tok, gens = self.tokenizer, []
+        for row in range(new.shape[0]):
             ids = new[row].tolist()
             stop = tok.eos_token_id in ids[: max_tokens[row]]
             ids = ids[: ids.index(tok.eos_token_id)] if stop else ids[: max_tokens[row]]
