@@ -149,3 +149,21 @@ def test_reduced_vocabulary_view_predicts_only_the_first_ids():
     assert lv[0].name == "tiny-gemma-2L-v64" and lv[0].model.get_output_embeddings().out_features == 64
     with pytest.raises(ValueError, match="positive integer"):
         parse_levels(["tiny:gemma@vocab=x"])
+
+
+def test_levels_sharing_a_tokenizer_serve_concurrent_requests():
+    levels = parse_levels(["tiny:llama@layers=1", "tiny:llama"])
+    assert levels[0].tokenizer is levels[1].tokenizer
+    app = build_app(BestEffortServer(levels, config=ServerConfig(max_batch=4)))
+
+    async def run():
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                reqs = [c.post("/v1/completions", json={"prompt": f"The fox {i}", "max_tokens": 3,
+                                                        "model": levels[i % 2].name, "stream": i % 3 == 0})
+                        for i in range(24)]
+                return await asyncio.gather(*reqs)
+
+    responses = asyncio.run(run())
+    assert [r.status_code for r in responses] == [200] * 24
+    assert all(r.text.rstrip().endswith("data: [DONE]") for i, r in enumerate(responses) if i % 3 == 0)
