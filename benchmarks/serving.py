@@ -51,7 +51,7 @@ def parse_args():
     ap.add_argument("--seeds", type=int, default=None, help="simulator seeds per (policy, rate)")
     ap.add_argument("--steps", type=int, default=None, help="Double-DQN training steps")
     ap.add_argument("--deadline-factor", type=float, default=4.0,
-                    help="deadline = this x the best level's single-request service time (our choice)")
+                    help="deadline = this x the best level's single-request service time, at least 0.25 s (ours)")
     ap.add_argument("--live-s", type=float, default=None, help="seconds of each live load run")
     ap.add_argument("--skip-live", action="store_true")
     return ap.parse_args()
@@ -81,7 +81,8 @@ def sim_config(profile, args, **kw):
     from hf_ext.serving.simulator import SimulatorConfig
 
     best = profile.levels[profile.best_level()].service_time(1)
-    base = dict(pattern="poisson", duration_s=60.0 if not args.smoke else 20.0, deadline_s=args.deadline_factor * best,
+    deadline = max(args.deadline_factor * best, 0.25)  # the floor only matters for tiny models (HTTP overhead)
+    base = dict(pattern="poisson", duration_s=60.0 if not args.smoke else 20.0, deadline_s=deadline,
                 max_batch=8, queue_bound=64, max_requests=3000)
     return SimulatorConfig(**{**base, **kw})
 
@@ -156,7 +157,7 @@ def simulate(profile, args, out_dir: Path) -> tuple[str, dict]:
 
 Quality: {profile.meta['quality']}; {profile.max_new_tokens} new tokens per request; profiling took
 {profile.meta['seconds']:.0f} s. Deadline {eval_cfg.deadline_s:.2f} s ({args.deadline_factor}x the best level's
-single-request time), batches up to {eval_cfg.max_batch}, queues up to {eval_cfg.queue_bound}.
+single-request time, at least 0.25 s), batches up to {eval_cfg.max_batch}, queues up to {eval_cfg.queue_bound}.
 
 ### Simulator: availability vs rate (median [min-max] over {len(seeds)} seeds, {eval_cfg.duration_s:.0f} s
 Poisson traces)
