@@ -34,8 +34,10 @@ _import_structure: dict[str, list[str]] = {
     "compression.optimum": ["OptimumCompressionQuantizer"],
     "structured.optimum": ["OptimumStructuredPruner"],
     "any_precision.optimum": ["OptimumAnyPrecisionQuantizer"],
+    "serving": ["BestEffortServer", "ServingSimulator", "Router"],
 }
-_SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics")
+_SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics",
+                "serving")
 
 __all__ = sorted(n for names in _import_structure.values() for n in names) + list(_SUBPACKAGES)
 __getattr__ = lazy_getattr(__name__, globals(), _import_structure, _SUBPACKAGES)
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
     from .common.perplexity import PerplexityResult, perplexity
     from .compression import CompressionConfig, compress, compress_checkpoint
     from .compression.optimum import OptimumCompressionQuantizer
+    from .serving import BestEffortServer, Router, ServingSimulator
     from .speculative import SpeculativeConfig, SpeculativeGenerationMixin
     from .structured import StructuredPruningConfig, prune_structured
     from .structured.optimum import OptimumStructuredPruner

@@ -25,6 +25,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "hf_ext.any_precision.cli",
     "hf_ext.privacy.cli",
     "hf_ext.speculative.cli",
+    "hf_ext.serving.cli",
 )
 
 _DEMO_MODULES: tuple[str, ...] = (
@@ -33,6 +34,7 @@ _DEMO_MODULES: tuple[str, ...] = (
     "hf_ext.any_precision.demo",
     "hf_ext.speculative.demo",
     "hf_ext.privacy.demo",
+    "hf_ext.serving.demo",
 )
 
 
