@@ -15,6 +15,9 @@ from .analytical import (
 )
 from .config import SpeculativeConfig
 from .drafts import Drafter, ModelDrafter, PromptLookupDrafter, frequency_vocab, shallow_self_draft
+from .eagle import EagleDraftConfig, EagleDraftModel
+from .eagle_drafter import EagleDrafter
+from .eagle_train import EagleTrainingConfig, train_eagle_draft
 from .entry import CUSTOM_GENERATE_DIR, SpeculativeGenerationMixin, generate_with_draft
 from .mixin import generate
 from .select import DraftRanking, profile_target, select_draft
@@ -22,9 +25,10 @@ from .stats import SpeculativeStats
 from .verify import greedy_verify, lockstep_tokens, rejection_verify
 
 __all__ = [
-    "AcceptanceTracker", "CUSTOM_GENERATE_DIR", "DraftRanking", "Drafter", "LatencyProfile", "ModelDrafter",
+    "AcceptanceTracker", "CUSTOM_GENERATE_DIR", "DraftRanking", "Drafter", "EagleDraftConfig", "EagleDraftModel",
+    "EagleDrafter", "EagleTrainingConfig", "LatencyProfile", "ModelDrafter",
     "PromptLookupDrafter", "SpeculativeConfig", "SpeculativeGenerationMixin", "SpeculativeStats", "best_lookahead",
     "estimate_acceptance", "expected_tokens", "frequency_vocab", "generate", "generate_with_draft", "greedy_verify",
     "leviathan_speedup", "lockstep_tokens", "plan_lookaheads", "predicted_throughput", "profile_target",
-    "rejection_verify", "select_draft", "shallow_self_draft",
+    "rejection_verify", "select_draft", "shallow_self_draft", "train_eagle_draft",
 ]

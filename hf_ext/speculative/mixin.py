@@ -42,6 +42,8 @@ def as_drafter(draft_model, target: PreTrainedModel) -> Drafter:
     """Wrap ``draft_model`` (a ``PreTrainedModel`` or a :class:`Drafter`), checking it shares the vocabulary."""
     if isinstance(draft_model, Drafter):
         drafter = draft_model
+    elif isinstance(draft_model, PreTrainedModel) and hasattr(draft_model, "make_drafter"):
+        drafter = draft_model.make_drafter(target)  # drafts that read the target (EagleDraftModel)
     elif isinstance(draft_model, PreTrainedModel):
         drafter = ModelDrafter(draft_model)
     else:
