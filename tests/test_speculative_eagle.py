@@ -123,3 +123,27 @@ def test_bad_configs_raise():
     draft = EagleDraftModel(eagle_config_for(target, 1, 50))
     with pytest.raises(ValueError, match="tokens"):
         draft.bind_target(other)
+
+
+def test_cli_train_draft_then_generate_with_it(tmp_path, tiny_text_dir_module):
+    import subprocess
+    import sys
+
+    model, tok = tiny_model("llama")
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    base = [sys.executable, "-m", "hf_ext.cli", "speculative"]
+    res = subprocess.run([*base, "train-draft", "--model", str(tmp_path / "m"), "--data", str(tiny_text_dir_module),
+                          "--out", str(tmp_path / "d"), "--draft-vocab", "100", "--samples", "8", "--seqlen", "32",
+                          "--steps", "6", "--batch-size", "4"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "d" / "loss_curve.png").stat().st_size > 1000
+    assert len(json.loads((tmp_path / "d" / "training_log.json").read_text())["losses"]) >= 3
+    res = subprocess.run([*base, "generate", "--model", str(tmp_path / "m"), "--max-new-tokens", "8", "--prompt",
+                          "the model reads", "--draft", str(tmp_path / "d"), "--num-draft-tokens", "3"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "identical to plain greedy" in res.stdout
+    res = subprocess.run([*base, "train-draft", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "d")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "not empty" in res.stderr
