@@ -339,3 +339,26 @@ def test_cli_generate_and_select_draft(tmp_path, tiny_text_dir):
     res = subprocess.run([*base, "generate", *common, "--prompt", "x", "--draft", "self:0"], capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 2 and "self:K needs a positive block count" in res.stderr
+
+
+def test_select_draft_keeps_the_draft_prefill_out_of_its_step_time():
+    import time as _time
+
+    from hf_ext.speculative import ModelDrafter
+
+    class SlowPrefill(ModelDrafter):
+        """A draft whose prompt catch-up is slow (a big prompt on a deep draft) but whose steps are fast."""
+
+        def propose(self, state, num_tokens, sampler):
+            if self.cached == 0:
+                _time.sleep(0.25)
+            return super().propose(state, num_tokens, sampler)
+
+    target, _ = tiny_model("llama", seed=0)
+    prompts = torch.randint(4, 320, (1, 10))
+    slow = SlowPrefill(shallow_self_draft(target, 1))
+    ranks = {r.name: r for r in select_draft(target, {"slow": slow, "lookup": PromptLookupDrafter()}, prompts,
+                                             max_new_tokens=16, max_gamma=6)}
+    assert ranks["slow"].draft_step_ms < 100  # 250 ms of prefill would dominate a per-step average otherwise
+    assert ranks["lookup"].acceptance_model == "position" and ranks["slow"].acceptance_model == "iid"
+    assert ranks["slow"].measured_tps > 1.0 / 0.25  # decode-only: the slow catch-up is not in the measurement

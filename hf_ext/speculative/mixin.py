@@ -22,9 +22,9 @@ from transformers import DynamicCache, GenerationConfig, LogitsProcessorList, Pr
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.utils import logging
 
-from .analytical import AcceptanceTracker, LatencyProfile, best_lookahead
+from .analytical import AcceptanceTracker, LatencyProfile, PositionalAcceptance, best_lookahead
 from .config import SpeculativeConfig
-from .drafts import DecodeState, Drafter, ModelDrafter
+from .drafts import DecodeState, Drafter, ModelDrafter, PromptLookupDrafter
 from .inputs import ExtraInputs
 from .stats import SpeculativeStats
 from .verify import greedy_verify, lockstep_tokens, rejection_verify
@@ -117,6 +117,7 @@ class _Lookahead:
         self.cfg, self.profile, self.tracker = cfg, profile, tracker
         self.planned: int | None = None
         self.zero_run = 0
+        self.positional: PositionalAcceptance | None = None  # set for deterministic drafts (prompt lookup)
 
     def choose(self, active_rows: int) -> int:
         if self.fixed is not None:
@@ -124,7 +125,8 @@ class _Lookahead:
         if self.profile.draft is None:
             return self.cfg.initial_draft_tokens
         if self.planned is None or self.cfg.adapt:
-            self.planned = best_lookahead(self.tracker.rate, self.profile, self.cfg.max_draft_tokens,
+            alpha = self.positional if self.positional is not None and self.positional.tested else self.tracker.rate
+            self.planned = best_lookahead(alpha, self.profile, self.cfg.max_draft_tokens,
                                           batch_size=max(active_rows, 1)).gamma
         if self.planned == 0:
             self.zero_run += 1
@@ -269,7 +271,8 @@ def generate(
                 scale = min(1.0, cfg.carry_acceptance / max(seen[1], 1e-9))
                 tracker.passed, tracker.tested = seen[0] * scale, seen[1] * scale
         controller = _Lookahead(num_draft_tokens, cfg, profile, tracker)
-
+        if isinstance(drafter, PromptLookupDrafter):  # its acceptance comes in stretches: model it by position
+            controller.positional = PositionalAcceptance(prior_rate=cfg.prior_acceptance)
         while not done:
             t_iter = time.perf_counter()
             length = state.ids.shape[1]
@@ -278,7 +281,10 @@ def generate(
             if gamma > 0:
                 t0 = time.perf_counter()
                 proposal = drafter.propose(state, gamma, select)
-                stats.draft_seconds += time.perf_counter() - t0
+                t_propose = time.perf_counter() - t0
+                stats.draft_seconds += t_propose
+                if not any(stats.gammas):  # the first proposal: the draft's prompt catch-up is a prefill
+                    stats.draft_prefill_seconds = max(t_propose - sum(drafter.step_seconds[n_steps:]), 0.0)
                 draft, draft_probs = proposal.tokens[:, :gamma], proposal.probs
                 gamma = draft.shape[1]
             else:
@@ -308,6 +314,8 @@ def generate(
             if gamma > 0:
                 stats.row_accepted.append(n_acc[active].tolist())
                 tracker.observe(n_acc[active].tolist(), gamma)
+                if controller.positional is not None:
+                    controller.positional.observe(n_acc[active].tolist(), gamma)
             done = commit(tokens)
             if not done:
                 cache.crop(-(gamma - m))
@@ -329,6 +337,7 @@ def generate(
             _ACCEPTANCE.setdefault(key, weakref.WeakKeyDictionary())[model] = (tracker.passed, tracker.tested)
         if streamer is not None:
             streamer.end()
+        stats.draft_step_seconds = list(drafter.step_seconds)
         stats.seconds = time.perf_counter() - t_start
         stats.new_tokens = int(state.ids.shape[1] - input_ids.shape[1])
         stats.profile = profile
