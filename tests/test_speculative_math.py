@@ -191,3 +191,16 @@ def test_stats_leave_both_prefills_out_of_decode_time():
     assert st.decode_tokens_per_second == pytest.approx(10 / 1.5)
     assert st.draft_step == pytest.approx(0.05)
     assert st.overhead == pytest.approx((1.5 - 0.8 - 0.4) / 2)
+
+
+def test_predicted_throughput_mix_reduces_to_fixed_lookahead():
+    from hf_ext.speculative import predicted_throughput_mix
+
+    profile = LatencyProfile(target={1: 0.10, 5: 0.15}, draft=0.01, overhead=0.002)
+    fixed = plan_lookaheads(0.6, profile, 4)[4].tokens_per_second
+    assert predicted_throughput_mix(0.6, [4, 4, 4], 0.01, profile) == pytest.approx(fixed)
+    mixed = predicted_throughput_mix(0.6, [4, 0], 0.01, profile)
+    e = expected_tokens(0.6, 4) + 1.0
+    assert mixed == pytest.approx(e / (4 * 0.01 + 0.15 + 0.10 + 2 * 0.002))
+    with pytest.raises(ValueError, match="empty"):
+        predicted_throughput_mix(0.6, [], 0.01, profile)

@@ -12,6 +12,7 @@ from .analytical import (
     leviathan_speedup,
     plan_lookaheads,
     predicted_throughput,
+    predicted_throughput_mix,
 )
 from .config import SpeculativeConfig
 from .drafts import Drafter, ModelDrafter, PromptLookupDrafter, frequency_vocab, shallow_self_draft
@@ -29,6 +30,7 @@ __all__ = [
     "EagleDrafter", "EagleTrainingConfig", "LatencyProfile", "ModelDrafter",
     "PromptLookupDrafter", "SpeculativeConfig", "SpeculativeGenerationMixin", "SpeculativeStats", "best_lookahead",
     "estimate_acceptance", "expected_tokens", "frequency_vocab", "generate", "generate_with_draft", "greedy_verify",
-    "leviathan_speedup", "lockstep_tokens", "plan_lookaheads", "predicted_throughput", "profile_target",
+    "leviathan_speedup", "lockstep_tokens", "plan_lookaheads", "predicted_throughput", "predicted_throughput_mix",
+    "profile_target",
     "rejection_verify", "select_draft", "shallow_self_draft", "train_eagle_draft",
 ]

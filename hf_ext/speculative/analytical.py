@@ -128,6 +128,18 @@ def predicted_throughput(alpha: float | PositionalAcceptance, gamma: int, t_draf
     return _expected(alpha, gamma, batch_size) / denom
 
 
+def predicted_throughput_mix(alpha: float | PositionalAcceptance, gammas: Iterable[int], t_draft: float,
+                             profile: LatencyProfile, batch_size: int = 1) -> float:
+    """Throughput when the lookahead varies by iteration (prompt lookup proposes only as far as its match goes):
+    expected tokens over expected seconds across the observed lookaheads ``gammas``."""
+    gs = list(gammas)
+    if not gs:
+        raise ValueError("gammas must not be empty.")
+    tokens = sum(_expected(alpha, g, batch_size) for g in gs)
+    seconds = sum(g * t_draft + profile.target_latency(g + 1) + profile.overhead for g in gs)
+    return tokens / seconds
+
+
 @dataclass
 class LatencyProfile:
     """Measured latencies (seconds) of one target forward by number of scored tokens, and of one draft step.

@@ -91,6 +91,37 @@ class EagleTrainingResult:
     train_seconds: float
 
 
+@dataclass
+class DraftFeatures:
+    """What the target computed once on the training windows; reusable for drafts of several depths."""
+
+    d2t: torch.Tensor
+    feats: torch.Tensor
+    embeds: torch.Tensor
+    labels: torch.Tensor
+    seconds: float
+
+
+def prepare_features(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: EagleTrainingConfig,
+                     progress: bool = True) -> DraftFeatures:
+    """Rank the draft vocabulary on ``config.data`` and compute the target's features on its training windows."""
+    vocab = target.config.get_text_config().vocab_size
+    if config.draft_vocab_size > vocab:
+        raise ValueError(f"draft_vocab_size {config.draft_vocab_size} exceeds the target's vocabulary ({vocab}).")
+    texts = load_text(config.data, "calibration")
+    always = [t for t in (tokenizer.eos_token_id, tokenizer.bos_token_id) if t is not None]
+    d2t = frequency_vocab(tokenizer, texts[:config.vocab_documents], min(config.draft_vocab_size, len(tokenizer)),
+                          always=always)
+    windows = calibration_batches(tokenizer, config.data, n_samples=config.n_samples, seqlen=config.seqlen,
+                                  seed=config.seed)
+    t0 = time.perf_counter()
+    was_training = target.training
+    target.eval()
+    feats, embeds, labels = compute_features(target, windows, d2t, config.feature_batch, progress)
+    target.train(was_training)
+    return DraftFeatures(d2t, feats, embeds, labels, time.perf_counter() - t0)
+
+
 class FeatureDataset(torch.utils.data.Dataset):
     """Draft training examples, one per window: inputs at draft positions ``0 .. T-2`` and their targets."""
 
@@ -127,27 +158,18 @@ def compute_features(target: PreTrainedModel, windows: torch.Tensor, d2t: torch.
 
 def train_eagle_draft(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                       config: EagleTrainingConfig | None = None, target_name: str | None = None,
-                      output_dir: str | None = None, overwrite: bool = False,
-                      progress: bool = True) -> EagleTrainingResult:
-    """Train an EAGLE-style draft for ``target`` on ``config.data``; save it to ``output_dir`` when given."""
+                      output_dir: str | None = None, overwrite: bool = False, progress: bool = True,
+                      features: DraftFeatures | None = None) -> EagleTrainingResult:
+    """Train an EAGLE-style draft for ``target`` on ``config.data``; save it to ``output_dir`` when given.
+
+    ``features`` (from :func:`prepare_features` with the same data settings) skips the target pass.
+    """
     config = config or EagleTrainingConfig()
     if output_dir is not None:
         check_output_dir(output_dir, overwrite)  # before any heavy work
-    vocab = target.config.get_text_config().vocab_size
-    if config.draft_vocab_size > vocab:
-        raise ValueError(f"draft_vocab_size {config.draft_vocab_size} exceeds the target's vocabulary ({vocab}).")
-    texts = load_text(config.data, "calibration")
-    always = [t for t in (tokenizer.eos_token_id, tokenizer.bos_token_id) if t is not None]
-    d2t = frequency_vocab(tokenizer, texts[:config.vocab_documents], min(config.draft_vocab_size, len(tokenizer)),
-                          always=always)
-    windows = calibration_batches(tokenizer, config.data, n_samples=config.n_samples, seqlen=config.seqlen,
-                                  seed=config.seed)
-    t0 = time.perf_counter()
-    was_training = target.training
-    target.eval()
-    feats, embeds, labels = compute_features(target, windows, d2t, config.feature_batch, progress)
-    target.train(was_training)
-    feature_seconds = time.perf_counter() - t0
+    features = features or prepare_features(target, tokenizer, config, progress)
+    d2t, feats, embeds, labels = features.d2t, features.feats, features.embeds, features.labels
+    feature_seconds = features.seconds
 
     torch.manual_seed(config.seed)
     draft_config = eagle_config_for(target, config.num_layers, int(d2t.numel()), target_name=target_name,

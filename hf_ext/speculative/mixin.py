@@ -94,14 +94,21 @@ def _capture_last_hidden(model, wanted: bool):
         handle.remove()
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _profile_target(model, state: DecodeState, cache, sizes, extra: ExtraInputs | None = None) -> LatencyProfile:
     """Time one target forward of each size on the current cache, then crop the probes away."""
     profile = LatencyProfile()
     start = state.ids.shape[1] - 1
     for k in (1, *sizes):  # the first size-1 call is a warm-up
         probe = state.ids[:, -1:].expand(-1, k)
+        _sync(model.device)
         t0 = time.perf_counter()
         _forward(model, state, probe, start, cache, k, extra)
+        _sync(model.device)  # CUDA runs asynchronously: time the work, not the launch
         seconds = time.perf_counter() - t0
         cache.crop(-k)
         profile.target[k] = seconds
