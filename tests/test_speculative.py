@@ -226,17 +226,24 @@ def test_select_draft_ranks_candidates():
         select_draft(target, [other], ["hello"])
 
 
-def test_demo_row_on_tiny_model(monkeypatch):
+def test_demo_row_on_tiny_model(monkeypatch, tmp_path):
     from hf_ext.cli import DemoContext
     from hf_ext.speculative import demo
 
     text = "def main(): return 0 if x > 1 else None. The quick brown fox jumps over the lazy dog. " * 4
     monkeypatch.setattr(demo, "_texts", lambda: ([text], text))
     monkeypatch.setattr(demo, "DEMO_NEW_TOKENS", 12)
+    monkeypatch.setattr(demo, "DEMO_TRAINING", dict(demo.DEMO_TRAINING, n_samples=4, seqlen=32, max_steps=4,
+                                                    draft_vocab_size=100))
+    monkeypatch.setenv("HF_EXT_CACHE", str(tmp_path))
+    monkeypatch.setattr(demo, "_draft_folders", lambda: sorted((tmp_path / "speculative").glob("eagle-*")))
     target, tok = tiny_model("gemma", seed=0)
-    (row,) = demo.demo_rows(target, tok, DemoContext())
-    assert row.capability == "speculative" and row.value > 0
-    assert "identical" in row.note
+    rows = demo.demo_rows(target, tok, DemoContext())
+    assert [r.capability for r in rows] == ["speculative"] * 2 and all(r.value > 0 for r in rows)
+    assert all("identical" in r.note for r in rows)
+    assert "trained here" in rows[1].note and "EAGLE" in rows[1].setting
+    again = demo.demo_rows(target, tok, DemoContext())  # the draft trained above is found and reused
+    assert "trained draft from eagle-demo" in again[1].note
 
 
 def test_sampling_path_with_padding_top_k_one_equals_greedy():
