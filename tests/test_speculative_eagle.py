@@ -147,3 +147,25 @@ def test_cli_train_draft_then_generate_with_it(tmp_path, tiny_text_dir_module):
     res = subprocess.run([*base, "train-draft", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "d")],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and "not empty" in res.stderr
+
+
+@pytest.mark.slow
+def test_default_model_trained_draft_is_lossless_and_beats_untrained():
+    from hf_ext.common.data import calibration_batches
+    from hf_ext.common.models import load_default_model
+
+    model, tok = load_default_model()
+    cfg = EagleTrainingConfig(num_layers=1, draft_vocab_size=8192, n_samples=16, seqlen=256, max_steps=40,
+                              batch_size=4, learning_rate=2e-3)
+    result = train_eagle_draft(model, tok, cfg, target_name="google/gemma-3-270m", progress=False)
+    assert result.losses[-1][1] < 0.5 * result.losses[0][1]
+    ids = calibration_batches(tok, "pydocs", n_samples=1, seqlen=160, seed=5, split="eval")  # unseen text
+    ref = model.generate(input_ids=ids, max_new_tokens=24, do_sample=False)
+    trained, untrained = SpeculativeStats(), SpeculativeStats()
+    out = model.generate(input_ids=ids, max_new_tokens=24, do_sample=False, custom_generate=spec_generate,
+                         draft_model=result.draft, num_draft_tokens=3, speculative_stats=trained)
+    assert torch.equal(out, ref)
+    model.generate(input_ids=ids, max_new_tokens=24, do_sample=False, custom_generate=spec_generate,
+                   draft_model=EagleDraftModel(result.draft.config).eval(), num_draft_tokens=3,
+                   speculative_stats=untrained)
+    assert trained.acceptance > untrained.acceptance + 0.1
