@@ -77,6 +77,7 @@ def parse(argv):
     ap.add_argument("--train-steps", type=int, default=48)
     ap.add_argument("--train-batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--unroll", type=int, default=1, help="draft training passes per batch (training-time test)")
     ap.add_argument("--self-layers", type=int, default=4, help="depth of the untrained self-draft row")
     ap.add_argument("--lookahead", type=int, default=4, help="fixed lookahead of the 'fixed' rows")
     ap.add_argument("--threads", type=int, default=2)
@@ -109,13 +110,14 @@ def load_target(args):
 def get_drafts(model, tok, data, target_name, args) -> tuple[dict, dict]:
     """EAGLE drafts by depth: loaded from benchmarks/out/ when trained before with the same budget, else trained."""
     base = dict(draft_vocab_size=args.draft_vocab, data=data, n_samples=args.train_samples, seqlen=args.seqlen,
-                max_steps=args.train_steps, batch_size=args.train_batch, learning_rate=args.lr)
+                max_steps=args.train_steps, batch_size=args.train_batch, learning_rate=args.lr,
+                unroll=args.unroll)
     drafts, info, features = {}, {}, None
     for layers in args.layers:
         cfg = EagleTrainingConfig(num_layers=layers, **base)
         tag = "smoke" if args.smoke else "gemma3-270m"
         folder = OUT / f"eagle-{tag}-{layers}L-v{args.draft_vocab}-n{args.train_samples}x{args.seqlen}-s" \
-                       f"{args.train_steps}"
+                       f"{args.train_steps}" + (f"-u{args.unroll}" if args.unroll > 1 else "")
         log_file = folder / "training_log.json"
         if (folder / "config.json").is_file() and log_file.is_file():
             draft = EagleDraftModel.from_pretrained(folder).to(model.device).eval()

@@ -169,3 +169,20 @@ def test_default_model_trained_draft_is_lossless_and_beats_untrained():
                    draft_model=EagleDraftModel(result.draft.config).eval(), num_draft_tokens=3,
                    speculative_stats=untrained)
     assert trained.acceptance > untrained.acceptance + 0.1
+
+
+def test_unrolled_training_lowers_the_loss_and_stays_lossless(tiny_text_dir_module, tmp_path):
+    target, tok = tiny_model("llama", seed=0)
+    cfg = EagleTrainingConfig(num_layers=1, draft_vocab_size=100, data=str(tiny_text_dir_module), n_samples=8,
+                              seqlen=40, max_steps=25, batch_size=4, learning_rate=3e-3, warmup_steps=2, unroll=2)
+    result = train_eagle_draft(target, tok, cfg, output_dir=str(tmp_path / "d"), progress=False)
+    losses = [v for _, v in result.losses]
+    assert sum(losses[-3:]) < 0.8 * sum(losses[:3])
+    assert EagleDraftModel.from_pretrained(tmp_path / "d").config.train_unroll == 2
+    ids = tok(["the model reads a token and"], return_tensors="pt").input_ids
+    ref = target.generate(input_ids=ids, max_new_tokens=16, do_sample=False)
+    out = target.generate(input_ids=ids, max_new_tokens=16, do_sample=False, custom_generate=spec_generate,
+                          draft_model=result.draft, num_draft_tokens=4)
+    assert torch.equal(out, ref)
+    with pytest.raises(ValueError, match="unroll"):
+        EagleTrainingConfig(unroll=0)

@@ -45,6 +45,8 @@ def register(subparsers, eval_subparsers) -> None:
     t.add_argument("--steps", type=int, default=150, help="optimizer steps (default 150)")
     t.add_argument("--batch-size", type=int, default=8, help="windows per step (default 8)")
     t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    t.add_argument("--unroll", type=int, default=1,
+                   help="training passes per batch; > 1 feeds back the draft's own outputs (default 1)")
     t.add_argument("--overwrite", action="store_true", help="replace what hf-ext wrote in --out before")
     t.set_defaults(func=cmd_train_draft)
 
@@ -155,7 +157,7 @@ def cmd_train_draft(args: argparse.Namespace) -> int:
 
     config = EagleTrainingConfig(num_layers=args.layers, draft_vocab_size=args.draft_vocab, data=args.data,
                                  n_samples=args.samples, seqlen=args.seqlen, max_steps=args.steps,
-                                 batch_size=args.batch_size, learning_rate=args.lr)
+                                 batch_size=args.batch_size, learning_rate=args.lr, unroll=args.unroll)
     check_output_dir(args.out, args.overwrite)
     model, tokenizer = load_model(args.model)
     name = "google/gemma-3-270m" if args.model == "default" else args.model

@@ -43,6 +43,9 @@ class EagleDraftConfig(LlamaConfig):
         training_data: What it was trained on (written into the model card).
         feature_loss_weight: Weight of the Smooth-L1 loss between the draft output and the next target feature.
         token_loss_weight: Weight of the cross-entropy against the target's own next-token choice.
+        train_unroll: Training passes per batch (1: EAGLE-1). With ``k > 1``, pass ``i`` reads the previous pass's
+            outputs in place of the target features (a cheap form of EAGLE-3's "training-time test", so later draft
+            steps see their own estimates as at inference); its loss is weighted ``0.8 ** i``.
     """
 
     model_type = "hf_ext_eagle_draft"
@@ -52,12 +55,15 @@ class EagleDraftConfig(LlamaConfig):
     training_data: str | None = None
     feature_loss_weight: float = 1.0
     token_loss_weight: float = 1.0
+    train_unroll: int = 1
 
     def __post_init__(self, **kwargs):
         # plain ValueErrors here (strict dataclass validators wrap theirs in another exception type)
         if not 1 <= self.draft_vocab_size <= self.target_vocab_size:
             raise ValueError(f"draft_vocab_size must be in [1, target_vocab_size={self.target_vocab_size}], got "
                              f"{self.draft_vocab_size}.")
+        if self.train_unroll < 1:
+            raise ValueError(f"train_unroll must be >= 1, got {self.train_unroll}.")
         if self.feature_loss_weight < 0 or self.token_loss_weight < 0:
             raise ValueError(f"Loss weights must be >= 0, got {self.feature_loss_weight}, {self.token_loss_weight}.")
         super().__post_init__(**kwargs)
@@ -174,10 +180,24 @@ class EagleDraftModel(PreTrainedModel):
             if input_ids is None or self._target_embed is None:
                 raise ValueError("Pass inputs_embeds, or input_ids after bind_target(target).")
             inputs_embeds = self._target_embed(input_ids)
-        x = self.fc(torch.cat([hidden_states.to(inputs_embeds.dtype), inputs_embeds], dim=-1))
         if position_ids is None:
             start = cache.get_seq_length() if cache is not None else 0
-            position_ids = torch.arange(start, start + x.shape[1], device=x.device)[None]
+            position_ids = torch.arange(start, start + inputs_embeds.shape[1], device=inputs_embeds.device)[None]
+        x, logits = self._pass(hidden_states, inputs_embeds, attention_mask, position_ids, cache, use_cache,
+                               logits_to_keep)
+        loss = None
+        if labels is not None or target_hidden is not None:
+            loss = self._loss(x, logits, labels, target_hidden)
+            prev = x
+            for i in range(1, self.config.train_unroll if self.training else 1):
+                # draft position t reads the previous pass's estimate of f_t (its output at t - 1)
+                fed = torch.cat([hidden_states[:, :1].to(prev.dtype), prev[:, :-1]], dim=1)
+                prev, more = self._pass(fed, inputs_embeds, attention_mask, position_ids, None, False, 0)
+                loss = loss + 0.8 ** i * self._loss(prev, more, labels, target_hidden)
+        return EagleDraftOutput(loss=loss, logits=logits, hidden_states=x, cache=cache)
+
+    def _pass(self, hidden_states, inputs_embeds, attention_mask, position_ids, cache, use_cache, logits_to_keep):
+        x = self.fc(torch.cat([hidden_states.to(inputs_embeds.dtype), inputs_embeds], dim=-1))
         mask = create_causal_mask(config=self.config, inputs_embeds=x, attention_mask=attention_mask, cache=cache,
                                   position_ids=position_ids)
         rope = self.rotary_emb(x, position_ids=position_ids)
@@ -185,18 +205,18 @@ class EagleDraftModel(PreTrainedModel):
             x = layer(x, attention_mask=mask, position_ids=position_ids, cache=cache, use_cache=use_cache,
                       position_embeddings=rope)
         keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
-        logits = self.lm_head(self.norm(x[:, keep]))
-        loss = None
-        if labels is not None or target_hidden is not None:
-            loss = x.new_zeros(())
-            if labels is not None and self.config.token_loss_weight:
-                loss = loss + self.config.token_loss_weight * nn.functional.cross_entropy(
-                    logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
-            if target_hidden is not None and self.config.feature_loss_weight:
-                valid = (labels != -100)[..., None] if labels is not None else torch.ones_like(x[..., :1])
-                diff = nn.functional.smooth_l1_loss(x.float(), target_hidden.float(), reduction="none")
-                loss = loss + self.config.feature_loss_weight * (diff * valid).sum() / (valid.sum() * x.shape[-1])
-        return EagleDraftOutput(loss=loss, logits=logits, hidden_states=x, cache=cache)
+        return x, self.lm_head(self.norm(x[:, keep]))
+
+    def _loss(self, x, logits, labels, target_hidden) -> torch.Tensor:
+        loss = x.new_zeros(())
+        if labels is not None and self.config.token_loss_weight:
+            loss = loss + self.config.token_loss_weight * nn.functional.cross_entropy(
+                logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        if target_hidden is not None and self.config.feature_loss_weight:
+            valid = (labels != -100)[..., None] if labels is not None else torch.ones_like(x[..., :1])
+            diff = nn.functional.smooth_l1_loss(x.float(), target_hidden.float(), reduction="none")
+            loss = loss + self.config.feature_loss_weight * (diff * valid).sum() / (valid.sum() * x.shape[-1])
+        return loss
 
 
 def eagle_config_for(target: PreTrainedModel, num_layers: int, draft_vocab_size: int,

@@ -51,6 +51,7 @@ class EagleTrainingConfig(ConfigMixin):
         warmup_steps: Warm-up steps.
         vocab_documents: Documents of ``data`` whose token counts rank the draft vocabulary.
         feature_batch: Windows per target forward when computing the features.
+        unroll: Training passes per batch (see ``EagleDraftConfig.train_unroll``; 1 is EAGLE-1's training).
         seed: Seed of the windows and of the draft's initialisation.
     """
 
@@ -65,12 +66,13 @@ class EagleTrainingConfig(ConfigMixin):
     warmup_steps: int = field(default=10, metadata={"help": "linear warm-up steps"})
     vocab_documents: int = field(default=400, metadata={"help": "documents ranking the draft vocabulary"})
     feature_batch: int = field(default=4, metadata={"help": "windows per target forward for the features"})
+    unroll: int = field(default=1, metadata={"help": "training passes per batch (training-time test when > 1)"})
     seed: int = field(default=0, metadata={"help": "seed of windows and initialisation"})
 
     def __post_init__(self) -> None:
         self.check_types()
         for name in ("num_layers", "draft_vocab_size", "n_samples", "max_steps", "batch_size", "vocab_documents",
-                     "feature_batch"):
+                     "feature_batch", "unroll"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.seqlen < 3:
@@ -174,7 +176,8 @@ def train_eagle_draft(target: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     torch.manual_seed(config.seed)
     draft_config = eagle_config_for(target, config.num_layers, int(d2t.numel()), target_name=target_name,
                                     training_data=f"{config.n_samples} windows x {config.seqlen} tokens of "
-                                                  f"{config.data!s} (calibration split), {config.max_steps} steps")
+                                                  f"{config.data!s} (calibration split), {config.max_steps} steps",
+                                    train_unroll=config.unroll)
     draft = EagleDraftModel(draft_config)
     draft.d2t.copy_(d2t)
     draft.init_head_from_target(target)
