@@ -116,8 +116,9 @@ def get_drafts(model, tok, data, target_name, args) -> tuple[dict, dict]:
     for layers in args.layers:
         cfg = EagleTrainingConfig(num_layers=layers, **base)
         tag = "smoke" if args.smoke else "gemma3-270m"
-        folder = OUT / f"eagle-{tag}-{layers}L-v{args.draft_vocab}-n{args.train_samples}x{args.seqlen}-s" \
-                       f"{args.train_steps}" + (f"-u{args.unroll}" if args.unroll > 1 else "")
+        unroll = f"-u{args.unroll}" if args.unroll > 1 else ""
+        folder = OUT / (f"eagle-{tag}-{layers}L-v{args.draft_vocab}-n{args.train_samples}x{args.seqlen}-s"
+                        f"{args.train_steps}{unroll}")
         log_file = folder / "training_log.json"
         if (folder / "config.json").is_file() and log_file.is_file():
             draft = EagleDraftModel.from_pretrained(folder).to(model.device).eval()
