@@ -226,17 +226,24 @@ def test_select_draft_ranks_candidates():
         select_draft(target, [other], ["hello"])
 
 
-def test_demo_row_on_tiny_model(monkeypatch):
+def test_demo_row_on_tiny_model(monkeypatch, tmp_path):
     from hf_ext.cli import DemoContext
     from hf_ext.speculative import demo
 
     text = "def main(): return 0 if x > 1 else None. The quick brown fox jumps over the lazy dog. " * 4
     monkeypatch.setattr(demo, "_texts", lambda: ([text], text))
     monkeypatch.setattr(demo, "DEMO_NEW_TOKENS", 12)
+    monkeypatch.setattr(demo, "DEMO_TRAINING", dict(demo.DEMO_TRAINING, n_samples=4, seqlen=32, max_steps=4,
+                                                    draft_vocab_size=100))
+    monkeypatch.setenv("HF_EXT_CACHE", str(tmp_path))
+    monkeypatch.setattr(demo, "_draft_folders", lambda: sorted((tmp_path / "speculative").glob("eagle-*")))
     target, tok = tiny_model("gemma", seed=0)
-    (row,) = demo.demo_rows(target, tok, DemoContext())
-    assert row.capability == "speculative" and row.value > 0
-    assert "identical" in row.note
+    rows = demo.demo_rows(target, tok, DemoContext())
+    assert [r.capability for r in rows] == ["speculative"] * 2 and all(r.value > 0 for r in rows)
+    assert all("identical" in r.note for r in rows)
+    assert "trained here" in rows[1].note and "EAGLE" in rows[1].setting
+    again = demo.demo_rows(target, tok, DemoContext())  # the draft trained above is found and reused
+    assert "trained draft from eagle-demo" in again[1].note
 
 
 def test_sampling_path_with_padding_top_k_one_equals_greedy():
@@ -339,3 +346,26 @@ def test_cli_generate_and_select_draft(tmp_path, tiny_text_dir):
     res = subprocess.run([*base, "generate", *common, "--prompt", "x", "--draft", "self:0"], capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 2 and "self:K needs a positive block count" in res.stderr
+
+
+def test_select_draft_keeps_the_draft_prefill_out_of_its_step_time():
+    import time as _time
+
+    from hf_ext.speculative import ModelDrafter
+
+    class SlowPrefill(ModelDrafter):
+        """A draft whose prompt catch-up is slow (a big prompt on a deep draft) but whose steps are fast."""
+
+        def propose(self, state, num_tokens, sampler):
+            if self.cached == 0:
+                _time.sleep(0.25)
+            return super().propose(state, num_tokens, sampler)
+
+    target, _ = tiny_model("llama", seed=0)
+    prompts = torch.randint(4, 320, (1, 10))
+    slow = SlowPrefill(shallow_self_draft(target, 1))
+    ranks = {r.name: r for r in select_draft(target, {"slow": slow, "lookup": PromptLookupDrafter()}, prompts,
+                                             max_new_tokens=16, max_gamma=6)}
+    assert ranks["slow"].draft_step_ms < 100  # 250 ms of prefill would dominate a per-step average otherwise
+    assert ranks["lookup"].acceptance_model == "position" and ranks["slow"].acceptance_model == "iid"
+    assert ranks["slow"].measured_tps > 1.0 / 0.25  # decode-only: the slow catch-up is not in the measurement

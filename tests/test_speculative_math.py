@@ -148,3 +148,59 @@ def test_auto_probes_only_while_unsure():
     sure_tracker.observe([1] * 20, 2)
     sure = _Lookahead("auto", cfg, prof, sure_tracker)
     assert [sure.choose(1) for _ in range(6)] == [0] * 6
+
+
+def test_positional_acceptance_counts_and_hand_values():
+    from hf_ext.speculative.analytical import PositionalAcceptance
+
+    acc = PositionalAcceptance(prior_weight=0.0)
+    acc.observe([4, 0, 2], gamma=4)  # tested positions: 4 | 1 | 3 ; passed: 4 | 0 | 2
+    assert acc.tested == [3, 2, 2, 1] and acc.passed == [2, 2, 1, 1]
+    assert acc.rate(0) == pytest.approx(2 / 3) and acc.rate(2) == pytest.approx(0.5)
+    assert acc.rate(9) == acc.rate(3) == 1.0  # beyond the observed positions: the last observed rate
+    # E(2) = 1 + a1 + a1 a2 = 1 + 2/3 + 2/3
+    assert acc.expected_tokens(2) == pytest.approx(1 + 2 / 3 + 2 / 3)
+    assert acc.expected_tokens(2, batch_size=2) == pytest.approx(1 + (2 / 3) ** 2 + (2 / 3) ** 2)
+    with pytest.raises(ValueError, match="outside"):
+        acc.observe([5], gamma=4)
+
+
+def test_positional_acceptance_reduces_to_iid_and_captures_runs():
+    from hf_ext.speculative.analytical import PositionalAcceptance
+
+    flat = PositionalAcceptance(passed=[7.0] * 6, tested=[10.0] * 6, prior_weight=0.0)
+    for g in range(7):
+        assert flat.expected_tokens(g) == pytest.approx(expected_tokens(0.7, g))
+        assert flat.expected_tokens(g, 3) == pytest.approx(expected_tokens(0.7 ** 3, g))
+    # all-or-nothing stretches (prompt lookup): half the iterations accept all 8, half none
+    runs = PositionalAcceptance(prior_weight=0.0)
+    runs.observe([8, 0] * 50, gamma=8)
+    alpha = estimate_acceptance([8, 0] * 50, 8)
+    assert runs.expected_tokens(8) == pytest.approx(1 + 0.5 * 8)  # exact for this process
+    assert abs(expected_tokens(alpha, 8) - 5.0) > 0.15 * 5.0  # the i.i.d. model is off by more than 15 %
+    profile = LatencyProfile(target={1: 0.1, 9: 0.2}, draft=0.001)
+    plans = plan_lookaheads(runs, profile, 8)
+    assert plans[8].expected_tokens == pytest.approx(5.0) and best_lookahead(runs, profile, 8).gamma == 8
+
+
+def test_stats_leave_both_prefills_out_of_decode_time():
+    from hf_ext.speculative import SpeculativeStats
+
+    st = SpeculativeStats(gammas=[4, 4], seconds=3.0, prefill_seconds=1.0, draft_prefill_seconds=0.5,
+                          target_seconds=1.0 + 0.8, draft_step_seconds=[0.05] * 8, new_tokens=11)
+    assert st.decode_tokens_per_second == pytest.approx(10 / 1.5)
+    assert st.draft_step == pytest.approx(0.05)
+    assert st.overhead == pytest.approx((1.5 - 0.8 - 0.4) / 2)
+
+
+def test_predicted_throughput_mix_reduces_to_fixed_lookahead():
+    from hf_ext.speculative import predicted_throughput_mix
+
+    profile = LatencyProfile(target={1: 0.10, 5: 0.15}, draft=0.01, overhead=0.002)
+    fixed = plan_lookaheads(0.6, profile, 4)[4].tokens_per_second
+    assert predicted_throughput_mix(0.6, [4, 4, 4], 0.01, profile) == pytest.approx(fixed)
+    mixed = predicted_throughput_mix(0.6, [4, 0], 0.01, profile)
+    e = expected_tokens(0.6, 4) + 1.0
+    assert mixed == pytest.approx(e / (4 * 0.01 + 0.15 + 0.10 + 2 * 0.002))
+    with pytest.raises(ValueError, match="empty"):
+        predicted_throughput_mix(0.6, [], 0.01, profile)

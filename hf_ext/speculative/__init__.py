@@ -11,11 +11,16 @@ from ..common.import_utils import lazy_getattr
 
 _import_structure: dict[str, list[str]] = {
     "analytical": ["AcceptanceTracker", "LatencyProfile", "best_lookahead", "estimate_acceptance", "expected_tokens",
-                   "leviathan_speedup", "plan_lookaheads", "predicted_throughput"],
+                   "leviathan_speedup", "plan_lookaheads", "predicted_throughput", "predicted_throughput_mix"],
     "config": ["SpeculativeConfig"],
     "drafts": ["Drafter", "ModelDrafter", "PromptLookupDrafter", "frequency_vocab", "shallow_self_draft"],
-    "mixin": ["SpeculativeGenerationMixin", "SpeculativeStats", "generate"],
+    "eagle": ["EagleDraftConfig", "EagleDraftModel"],
+    "eagle_drafter": ["EagleDrafter"],
+    "eagle_train": ["EagleTrainingConfig", "train_eagle_draft"],
+    "entry": ["CUSTOM_GENERATE_DIR", "SpeculativeGenerationMixin", "generate_with_draft"],
+    "mixin": ["generate"],
     "select": ["DraftRanking", "profile_target", "select_draft"],
+    "stats": ["SpeculativeStats"],
     "verify": ["greedy_verify", "lockstep_tokens", "rejection_verify"],
 }
 __all__ = sorted(n for names in _import_structure.values() for n in names)
@@ -31,9 +36,15 @@ if TYPE_CHECKING:
         leviathan_speedup,
         plan_lookaheads,
         predicted_throughput,
+        predicted_throughput_mix,
     )
     from .config import SpeculativeConfig
     from .drafts import Drafter, ModelDrafter, PromptLookupDrafter, frequency_vocab, shallow_self_draft
-    from .mixin import SpeculativeGenerationMixin, SpeculativeStats, generate
+    from .eagle import EagleDraftConfig, EagleDraftModel
+    from .eagle_drafter import EagleDrafter
+    from .eagle_train import EagleTrainingConfig, train_eagle_draft
+    from .entry import CUSTOM_GENERATE_DIR, SpeculativeGenerationMixin, generate_with_draft
+    from .mixin import generate
     from .select import DraftRanking, profile_target, select_draft
+    from .stats import SpeculativeStats
     from .verify import greedy_verify, lockstep_tokens, rejection_verify

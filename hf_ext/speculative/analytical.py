@@ -11,6 +11,10 @@
   denominator; lookahead 0 is plain decoding, ``1 / (T_target(0) + overhead)``.
 * Batches advance in lockstep (see :mod:`.verify`): with independent rows, the smallest accepted length of ``B``
   rows is a truncated geometric with rate ``a ** B``, so the batch model uses ``E(a ** B, g)`` (tokens per row).
+* Acceptance by position (:class:`PositionalAcceptance`): a draft whose proposals are not i.i.d. (prompt lookup:
+  a matching n-gram tends to be right for a whole stretch, or wrong from its first token) gets one conditional rate
+  per draft position, ``a_j = P(token j accepted | tokens < j accepted)``, and ``E = 1 + sum_k (prod_{j<=k} a_j)^B``
+  (the i.i.d. formula is the case of equal rates). Positions beyond those observed reuse the last observed rate.
 * Acceptance is estimated from observed accepted lengths: an iteration that accepted ``n`` of ``g`` tokens
   tested ``min(n + 1, g)`` positions and passed ``n`` of them; ``a = passed / tested`` (the maximum-likelihood
   estimate of the i.i.d. acceptance model), with a weak prior for the first iterations.
@@ -66,13 +70,74 @@ def estimate_acceptance(accepted: Iterable[int], gammas: Iterable[int] | int, pr
     return passed / tested if tested > 0 else 0.0
 
 
-def predicted_throughput(alpha: float, gamma: int, t_draft: float, t_target: float, overhead: float = 0.0,
-                         batch_size: int = 1) -> float:
+@dataclass
+class PositionalAcceptance:
+    """Per-position conditional acceptance rates from observed accepted lengths (see the module docstring).
+
+    An iteration that accepted ``n`` of ``g`` tokens tested positions ``1 .. min(n + 1, g)`` and passed ``1 .. n``.
+    Each rate is blended with ``prior_rate`` at weight ``prior_weight`` (tested positions).
+    """
+
+    passed: list[float] = field(default_factory=list)
+    tested: list[float] = field(default_factory=list)
+    prior_rate: float = 0.5
+    prior_weight: float = 1.0
+
+    def observe(self, accepted: Iterable[int], gamma: int) -> None:
+        for n in accepted:
+            n = int(n)
+            if not 0 <= n <= gamma:
+                raise ValueError(f"accepted length {n} outside [0, {gamma}].")
+            for j in range(min(n + 1, gamma)):
+                while len(self.tested) <= j:
+                    self.tested.append(0.0)
+                    self.passed.append(0.0)
+                self.tested[j] += 1
+                self.passed[j] += j < n
+
+    def rate(self, position: int) -> float:
+        """Conditional acceptance of draft position ``position`` (0-based)."""
+        if not self.tested:
+            return self.prior_rate
+        j = min(position, len(self.tested) - 1)
+        return (self.passed[j] + self.prior_weight * self.prior_rate) / (self.tested[j] + self.prior_weight)
+
+    def expected_tokens(self, gamma: int, batch_size: int = 1) -> float:
+        """Expected tokens per row and iteration at lookahead ``gamma`` (bonus included), batch in lockstep."""
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}.")
+        e, p = 1.0, 1.0
+        for j in range(gamma):
+            p *= self.rate(j)
+            e += p ** batch_size
+        return e
+
+
+def _expected(alpha, gamma: int, batch_size: int) -> float:
+    if isinstance(alpha, PositionalAcceptance):
+        return alpha.expected_tokens(gamma, batch_size)
+    return expected_tokens(alpha ** batch_size, gamma)
+
+
+def predicted_throughput(alpha: float | PositionalAcceptance, gamma: int, t_draft: float, t_target: float,
+                         overhead: float = 0.0, batch_size: int = 1) -> float:
     """Tokens per second per row: ``E(a^B, g) / (g * T_draft + T_target + overhead)``."""
     denom = gamma * t_draft + t_target + overhead
     if denom <= 0:
         raise ValueError(f"latencies must be positive, got T_draft={t_draft}, T_target={t_target}.")
-    return expected_tokens(alpha ** batch_size, gamma) / denom
+    return _expected(alpha, gamma, batch_size) / denom
+
+
+def predicted_throughput_mix(alpha: float | PositionalAcceptance, gammas: Iterable[int], t_draft: float,
+                             profile: LatencyProfile, batch_size: int = 1) -> float:
+    """Throughput when the lookahead varies by iteration (prompt lookup proposes only as far as its match goes):
+    expected tokens over expected seconds across the observed lookaheads ``gammas``."""
+    gs = list(gammas)
+    if not gs:
+        raise ValueError("gammas must not be empty.")
+    tokens = sum(_expected(alpha, g, batch_size) for g in gs)
+    seconds = sum(g * t_draft + profile.target_latency(g + 1) + profile.overhead for g in gs)
+    return tokens / seconds
 
 
 @dataclass
@@ -123,21 +188,22 @@ class LookaheadPlan:
     tokens_per_second: float
 
 
-def plan_lookaheads(alpha: float, profile: LatencyProfile, max_gamma: int, batch_size: int = 1,
+def plan_lookaheads(alpha: float | PositionalAcceptance, profile: LatencyProfile, max_gamma: int, batch_size: int = 1,
                     draft_latency: float | None = None) -> list[LookaheadPlan]:
-    """Predicted throughput (tokens/s per row) for every lookahead ``0..max_gamma``."""
+    """Predicted throughput (tokens/s per row) for every lookahead ``0..max_gamma``; ``alpha`` is an i.i.d. rate or
+    a :class:`PositionalAcceptance`."""
     t_d = profile.draft if draft_latency is None else draft_latency
     if t_d is None:
         raise ValueError("No draft latency measured yet.")
     plans = []
     for g in range(max_gamma + 1):
         secs = g * t_d + profile.target_latency(g + 1) + profile.overhead
-        e = expected_tokens(alpha ** batch_size, g)
+        e = _expected(alpha, g, batch_size)
         plans.append(LookaheadPlan(g, e, secs, e / secs))
     return plans
 
 
-def best_lookahead(alpha: float, profile: LatencyProfile, max_gamma: int, batch_size: int = 1,
+def best_lookahead(alpha: float | PositionalAcceptance, profile: LatencyProfile, max_gamma: int, batch_size: int = 1,
                    min_gamma: int = 0) -> LookaheadPlan:
     """The lookahead in ``[min_gamma, max_gamma]`` with the highest predicted throughput."""
     plans = plan_lookaheads(alpha, profile, max_gamma, batch_size)[min_gamma:]

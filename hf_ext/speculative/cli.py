@@ -1,7 +1,10 @@
 """``hf-ext speculative generate`` and ``hf-ext speculative select-draft``: speculative decoding from the shell.
 
 Drafts are named on the command line: ``self:K`` (the target's first K blocks with a frequency-ranked head of
-``--head-vocab`` tokens), ``lookup`` (prompt-lookup n-grams), or a model folder / Hub id sharing the vocabulary.
+``--head-vocab`` tokens), ``lookup`` (prompt-lookup n-grams), or a model folder / Hub id sharing the vocabulary
+(a folder written by ``train-draft`` loads as the trained EAGLE-style draft).
+
+``hf-ext speculative train-draft --model default --data pydocs --out DIR`` trains that draft (:mod:`.eagle_train`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,22 @@ def register(subparsers, eval_subparsers) -> None:
     s.add_argument("--draft", nargs="+", required=True, dest="drafts", help="candidates: self:K, lookup, paths")
     s.add_argument("--prompts", nargs="+", default=None, help="prompt texts (default: 3 pydocs paragraphs)")
     s.set_defaults(func=cmd_select_draft)
+
+    t = sub.add_parser("train-draft", help="train an EAGLE-style shallow draft on the target's features")
+    t.add_argument("--model", default="default", help="target model path or Hub id ('default': Gemma 3 270M)")
+    t.add_argument("--data", default="pydocs", help="training text: pydocs, a local file or folder (default pydocs)")
+    t.add_argument("--out", required=True, help="output folder (the draft, training_log.json, loss_curve.png)")
+    t.add_argument("--layers", type=int, default=1, help="decoder layers of the draft (default 1)")
+    t.add_argument("--draft-vocab", type=int, default=8192, help="tokens of the draft head (default 8192)")
+    t.add_argument("--samples", type=int, default=64, help="training windows (default 64)")
+    t.add_argument("--seqlen", type=int, default=256, help="tokens per window (default 256)")
+    t.add_argument("--steps", type=int, default=150, help="optimizer steps (default 150)")
+    t.add_argument("--batch-size", type=int, default=8, help="windows per step (default 8)")
+    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    t.add_argument("--unroll", type=int, default=1,
+                   help="training passes per batch; > 1 feeds back the draft's own outputs (default 1)")
+    t.add_argument("--overwrite", action="store_true", help="replace what hf-ext wrote in --out before")
+    t.set_defaults(func=cmd_train_draft)
 
 
 def _lookahead(value: str) -> int | str:
@@ -61,6 +80,13 @@ def _make_draft(spec: str, model, tokenizer, head_vocab: int, vocab_data: str):
             raise ValueError(f"Draft {spec!r}: the target has only {blocks} blocks.")
         head = frequency_vocab(tokenizer, load_text(vocab_data, "calibration")[:40], min(head_vocab, len(tokenizer)))
         return shallow_self_draft(model, depth, head)
+    from pathlib import Path
+
+    config = Path(spec) / "config.json"
+    if config.is_file() and '"hf_ext_eagle_draft"' in config.read_text():
+        from .eagle import EagleDraftModel
+
+        return EagleDraftModel.from_pretrained(spec).eval()
     draft, _ = load_model(spec)
     return draft
 
@@ -121,4 +147,24 @@ def cmd_select_draft(args: argparse.Namespace) -> int:
     for r in ranking:
         print(f"| {r.name} | {r.acceptance:.3f} | {r.draft_step_ms:.1f} | {r.best_gamma} | {r.predicted_tps:.2f} | "
               f"{r.measured_tps:.2f} | {r.error_pct:+.1f} | {r.speedup:.2f}x |")
+    return 0
+
+
+def cmd_train_draft(args: argparse.Namespace) -> int:
+    from ..common.models import load_model
+    from ..common.utils import check_output_dir
+    from .eagle_train import EagleTrainingConfig, train_eagle_draft
+
+    config = EagleTrainingConfig(num_layers=args.layers, draft_vocab_size=args.draft_vocab, data=args.data,
+                                 n_samples=args.samples, seqlen=args.seqlen, max_steps=args.steps,
+                                 batch_size=args.batch_size, learning_rate=args.lr, unroll=args.unroll)
+    check_output_dir(args.out, args.overwrite)
+    model, tokenizer = load_model(args.model)
+    name = "google/gemma-3-270m" if args.model == "default" else args.model
+    result = train_eagle_draft(model, tokenizer, config, target_name=name, output_dir=args.out,
+                               overwrite=args.overwrite)
+    first, last = result.losses[0][1], result.losses[-1][1]
+    print(f"trained a {args.layers}-layer draft over {result.draft.config.draft_vocab_size} tokens in "
+          f"{result.feature_seconds:.0f} s (features) + {result.train_seconds:.0f} s (training); loss {first:.3f} -> "
+          f"{last:.3f}; saved to {args.out} (loss_curve.png, training_log.json)")
     return 0

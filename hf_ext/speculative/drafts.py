@@ -69,6 +69,7 @@ class Drafter:
     """Base class of drafts. ``step_seconds`` collects the latency of each proposed token (after the prefill)."""
 
     vocab_size: int | None = None
+    needs_target_hidden: bool = False  # True: the verifier passes the target's last hidden states to observe_target
 
     def __init__(self) -> None:
         self.step_seconds: list[float] = []
@@ -82,6 +83,11 @@ class Drafter:
 
     def commit(self, length: int) -> None:
         """The first ``length`` slots of the sequence are final: drop any state beyond them."""
+
+    def observe_target(self, hidden: torch.Tensor, start: int) -> None:
+        """The target's last hidden states ``(B, n, H)`` of committed sequence slots ``start .. start + n - 1``
+        (called after the prefill and after every verification, before :meth:`commit`, when
+        ``needs_target_hidden``)."""
 
 
 class ModelDrafter(Drafter):

@@ -13,18 +13,20 @@ the analytical model (:mod:`.analytical`).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import weakref
-from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache, GenerationConfig, LogitsProcessorList, PreTrainedModel, StoppingCriteriaList
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.utils import logging
 
-from .analytical import AcceptanceTracker, LatencyProfile, best_lookahead, estimate_acceptance
+from .analytical import AcceptanceTracker, LatencyProfile, PositionalAcceptance, best_lookahead
 from .config import SpeculativeConfig
-from .drafts import DecodeState, Drafter, ModelDrafter
+from .drafts import DecodeState, Drafter, ModelDrafter, PromptLookupDrafter
+from .inputs import ExtraInputs
+from .stats import SpeculativeStats
 from .verify import greedy_verify, lockstep_tokens, rejection_verify
 
 logger = logging.get_logger(__name__)
@@ -36,57 +38,12 @@ _DRAFT_LATENCY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _ACCEPTANCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-@dataclass
-class SpeculativeStats:
-    """What one speculative ``generate`` call did; pass an instance as ``speculative_stats=`` to get it filled."""
-
-    gammas: list[int] = field(default_factory=list)
-    committed: list[int] = field(default_factory=list)  # tokens each row advanced per iteration (lockstep)
-    row_accepted: list[list[int]] = field(default_factory=list)  # accepted drafts of each active row, per iteration
-    draft_seconds: float = 0.0
-    target_seconds: float = 0.0
-    prefill_seconds: float = 0.0
-    seconds: float = 0.0
-    new_tokens: int = 0
-    profile: LatencyProfile | None = None
-
-    @property
-    def acceptance(self) -> float:
-        """Per-token draft acceptance of this call alone (passed / tested draft tokens; 0 without drafts)."""
-        drafted = [g for g in self.gammas if g > 0]  # row_accepted has one entry per drafting iteration
-        return estimate_acceptance([n for row in self.row_accepted for n in row],
-                                   [g for row, g in zip(self.row_accepted, drafted) for _ in row])
-
-    @property
-    def iterations(self) -> int:
-        return len(self.gammas)
-
-    @property
-    def mean_accepted_length(self) -> float:
-        """Tokens per row per iteration, bonus token included (TAR at this batch size)."""
-        return sum(self.committed) / len(self.committed) if self.committed else 0.0
-
-    @property
-    def row_mean_accepted_length(self) -> float:
-        """Tokens a row would emit per iteration on its own (its accepted drafts + 1), averaged over rows."""
-        flat = [n + 1 for row in self.row_accepted for n in row]
-        return sum(flat) / len(flat) if flat else 0.0
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.new_tokens / self.seconds if self.seconds else 0.0
-
-    @property
-    def decode_tokens_per_second(self) -> float:
-        """Tokens after the first per second after the prefill (what the analytical model predicts)."""
-        secs = self.seconds - self.prefill_seconds
-        return (self.new_tokens - 1) / secs if secs > 0 else 0.0
-
-
 def as_drafter(draft_model, target: PreTrainedModel) -> Drafter:
     """Wrap ``draft_model`` (a ``PreTrainedModel`` or a :class:`Drafter`), checking it shares the vocabulary."""
     if isinstance(draft_model, Drafter):
         drafter = draft_model
+    elif isinstance(draft_model, PreTrainedModel) and hasattr(draft_model, "make_drafter"):
+        drafter = draft_model.make_drafter(target)  # drafts that read the target (EagleDraftModel)
     elif isinstance(draft_model, PreTrainedModel):
         drafter = ModelDrafter(draft_model)
     else:
@@ -111,20 +68,47 @@ def _check_num_draft_tokens(num_draft_tokens) -> None:
         raise ValueError(f"num_draft_tokens must be a positive int or 'auto', got {num_draft_tokens!r}.")
 
 
-def _forward(model, state: DecodeState, tokens: torch.Tensor, start: int, cache, keep: int):
+def _forward(model, state: DecodeState, tokens: torch.Tensor, start: int, cache, keep: int,
+             extra: ExtraInputs | None = None):
     end = start + tokens.shape[1]
+    more = extra.for_forward(start, end) if extra else {}
     return model(input_ids=tokens, attention_mask=state.mask_upto(end), position_ids=state.pos_range(start, end),
-                 cache=cache, use_cache=True, logits_to_keep=keep)
+                 cache=cache, use_cache=True, logits_to_keep=keep, **more)
 
 
-def _profile_target(model, state: DecodeState, cache, sizes) -> LatencyProfile:
+@contextlib.contextmanager
+def _capture_last_hidden(model, wanted: bool):
+    """Record the target's last hidden state (the input of its LM head) of every forward in ``box[0]``."""
+    box: list = [None]
+    if not wanted:
+        yield box
+        return
+
+    def hook(module, args, output):
+        box[0] = output[0] if isinstance(output, tuple) else output.last_hidden_state
+
+    handle = model.get_decoder().register_forward_hook(hook)
+    try:
+        yield box
+    finally:
+        handle.remove()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _profile_target(model, state: DecodeState, cache, sizes, extra: ExtraInputs | None = None) -> LatencyProfile:
     """Time one target forward of each size on the current cache, then crop the probes away."""
     profile = LatencyProfile()
     start = state.ids.shape[1] - 1
     for k in (1, *sizes):  # the first size-1 call is a warm-up
         probe = state.ids[:, -1:].expand(-1, k)
+        _sync(model.device)
         t0 = time.perf_counter()
-        _forward(model, state, probe, start, cache, k)
+        _forward(model, state, probe, start, cache, k, extra)
+        _sync(model.device)  # CUDA runs asynchronously: time the work, not the launch
         seconds = time.perf_counter() - t0
         cache.crop(-k)
         profile.target[k] = seconds
@@ -140,6 +124,7 @@ class _Lookahead:
         self.cfg, self.profile, self.tracker = cfg, profile, tracker
         self.planned: int | None = None
         self.zero_run = 0
+        self.positional: PositionalAcceptance | None = None  # set for deterministic drafts (prompt lookup)
 
     def choose(self, active_rows: int) -> int:
         if self.fixed is not None:
@@ -147,7 +132,8 @@ class _Lookahead:
         if self.profile.draft is None:
             return self.cfg.initial_draft_tokens
         if self.planned is None or self.cfg.adapt:
-            self.planned = best_lookahead(self.tracker.rate, self.profile, self.cfg.max_draft_tokens,
+            alpha = self.positional if self.positional is not None and self.positional.tested else self.tracker.rate
+            self.planned = best_lookahead(alpha, self.profile, self.cfg.max_draft_tokens,
                                           batch_size=max(active_rows, 1)).gamma
         if self.planned == 0:
             self.zero_run += 1
@@ -169,6 +155,7 @@ def generate(
     num_draft_tokens: int | str = "auto",
     speculative_config: SpeculativeConfig | None = None,
     speculative_stats: SpeculativeStats | None = None,
+    speculative_streamer=None,
     synced_gpus: bool = False,
     **model_kwargs,
 ):
@@ -184,8 +171,14 @@ def generate(
         num_draft_tokens: Lookahead: a positive int, or ``"auto"`` (analytical model, adapted during generation).
         speculative_config: Optional :class:`SpeculativeConfig`.
         speculative_stats: Optional :class:`SpeculativeStats` filled with what happened.
+        speculative_streamer: A transformers streamer (``put`` / ``end``), fed like ``generate(streamer=)`` feeds one:
+            the prompt, then every committed token. With a callable ``custom_generate`` transformers keeps
+            ``streamer=`` to itself (it sends it the prompt only), so pass the streamer under this name, or use
+            :class:`SpeculativeGenerationMixin` / :data:`CUSTOM_GENERATE_DIR`, which accept ``streamer=``.
         synced_gpus: Not supported (must be False).
-        **model_kwargs: ``attention_mask``, ``position_ids``, ``cache``, ``use_cache`` from ``generate``.
+        **model_kwargs: ``attention_mask``, ``position_ids``, ``cache``, ``use_cache`` from ``generate``, and any
+            other model input (``token_type_ids``, a custom forward argument, ...), passed to every target forward
+            as plain decoding passes it (:mod:`.inputs`; the draft does not see them).
 
     Returns:
         The sequences ``(B, L + new)``, or a ``GenerateDecoderOnlyOutput`` with ``return_dict_in_generate=True``.
@@ -202,6 +195,11 @@ def generate(
     if generation_config.num_beams > 1:
         raise ValueError(f"Speculative decoding is greedy or sampling, got num_beams={generation_config.num_beams}.")
     drafter = as_drafter(draft_model, model)
+    extra = ExtraInputs(model_kwargs)
+    streamer = speculative_streamer
+    if streamer is not None and input_ids.shape[0] > 1:
+        raise ValueError("A streamer takes one sequence: speculative_streamer needs batch size 1, "
+                         f"got {input_ids.shape[0]}.")
     stats = speculative_stats if speculative_stats is not None else SpeculativeStats()
     do_sample = bool(generation_config.do_sample)
     pad = generation_config._pad_token_tensor
@@ -239,6 +237,8 @@ def generate(
             if has_eos:
                 nxt = nxt * unfinished + pad * (1 - unfinished)
             state.ids = torch.cat([state.ids, nxt[:, None]], dim=1)
+            if streamer is not None:
+                streamer.put(nxt.cpu())
             state.pos = torch.cat([state.pos, state.pos[:, -1:] + 1], dim=1)
             if state.mask is not None:
                 state.mask = torch.cat([state.mask, state.mask.new_ones(batch, 1)], dim=1)
@@ -247,105 +247,110 @@ def generate(
                 return True
         return False
 
-    # prefill exactly as plain decoding does, so the first token is the target's own
-    t0 = time.perf_counter()
-    out = _forward(model, state, state.ids, 0, cache, 1)
-    first, _ = select(state.ids, out.logits[:, -1].to(copy=True, dtype=torch.float32))
-    stats.prefill_seconds = time.perf_counter() - t0
-    stats.target_seconds += stats.prefill_seconds
-    del out
-    done = commit(first[:, None])
-    cache.activate_past_recording()  # rejected states of sliding-window layers stay until `crop`
-
-    tracker = AcceptanceTracker(prior_rate=cfg.prior_acceptance, prior_weight=cfg.prior_weight)
-    profile = None
-    if num_draft_tokens == "auto" and not done:
-        per_batch = _TARGET_PROFILES.setdefault(model, {})
-        if batch not in per_batch:
-            per_batch[batch] = _profile_target(model, state, cache, cfg.profile_sizes)
-        profile = per_batch[batch]
-        key = getattr(drafter, "model", drafter)
-        profile.draft = _DRAFT_LATENCY.get(key)
-        seen = _ACCEPTANCE.get(key, {}).get(model)
-        if seen is not None:
-            scale = min(1.0, cfg.carry_acceptance / max(seen[1], 1e-9))
-            tracker.passed, tracker.tested = seen[0] * scale, seen[1] * scale
-    controller = _Lookahead(num_draft_tokens, cfg, profile, tracker)
-    drafter.begin(state)
-
-    while not done:
-        t_iter = time.perf_counter()
-        length = state.ids.shape[1]
-        gamma = max(0, min(controller.choose(int(unfinished.sum())), max_length - length - 1))
-        n_steps = len(drafter.step_seconds)
-        if gamma > 0:
-            t0 = time.perf_counter()
-            proposal = drafter.propose(state, gamma, select)
-            stats.draft_seconds += time.perf_counter() - t0
-            draft, draft_probs = proposal.tokens[:, :gamma], proposal.probs
-            gamma = draft.shape[1]
-        else:
-            draft, draft_probs = state.ids.new_zeros(batch, 0), None
+    if streamer is not None:
+        streamer.put(input_ids.cpu())
+    with _capture_last_hidden(model, drafter.needs_target_hidden) as hidden:
+        drafter.begin(state)
+        # prefill exactly as plain decoding does, so the first token is the target's own
         t0 = time.perf_counter()
-        out = _forward(model, state, torch.cat([state.ids[:, -1:], draft], dim=1), length - 1, cache, gamma + 1)
-        t_target = time.perf_counter() - t0
-        stats.target_seconds += t_target
-        logits = out.logits.float()
+        out = _forward(model, state, state.ids, 0, cache, 1, extra)
+        first, _ = select(state.ids, out.logits[:, -1].to(copy=True, dtype=torch.float32))
+        stats.prefill_seconds = time.perf_counter() - t0
+        stats.target_seconds += stats.prefill_seconds
         del out
-        if do_sample or len(logits_processor):
-            scores = torch.stack([logits_processor(torch.cat([state.ids, draft[:, :j]], dim=1), logits[:, j])
-                                  for j in range(gamma + 1)], dim=1)
-        else:
-            scores = logits
-        if do_sample:
-            n_acc, nxt = rejection_verify(draft, draft_probs, torch.softmax(scores, dim=-1))
-        else:
-            n_acc, nxt = greedy_verify(draft, scores.argmax(-1))
-        # without an eos criterion plain decoding keeps extending finished rows, so they still count
-        active = unfinished.bool() if has_eos else torch.ones_like(unfinished, dtype=torch.bool)
-        tokens = lockstep_tokens(draft, n_acc, nxt, active)
-        m = tokens.shape[1] - 1
-        stats.gammas.append(gamma)
-        stats.committed.append(m + 1)
-        if gamma > 0:
-            stats.row_accepted.append(n_acc[active].tolist())
-            tracker.observe(n_acc[active].tolist(), gamma)
-        done = commit(tokens)
-        if not done:
-            cache.crop(-(gamma - m))
-            drafter.commit(state.ids.shape[1] - 1)
-        if profile is not None:
-            profile.update_target(gamma + 1, t_target)
-            new_steps = drafter.step_seconds[n_steps:]
-            if new_steps:
-                profile.update_draft(sum(new_steps) / len(new_steps))
-            draft_time = sum(new_steps)
-            profile.update_overhead(time.perf_counter() - t_iter - t_target - draft_time)
+        if hidden[0] is not None:
+            drafter.observe_target(hidden[0], 0)
+        done = commit(first[:, None])
+        extra.commit(state.ids.shape[1])
+        cache.activate_past_recording()  # rejected states of sliding-window layers stay until `crop`
 
-    if profile is not None and profile.draft is not None:
-        key = getattr(drafter, "model", drafter)
-        _DRAFT_LATENCY[key] = profile.draft
-        _ACCEPTANCE.setdefault(key, weakref.WeakKeyDictionary())[model] = (tracker.passed, tracker.tested)
-    stats.seconds = time.perf_counter() - t_start
-    stats.new_tokens = int(state.ids.shape[1] - input_ids.shape[1])
-    stats.profile = profile
-    if generation_config.return_dict_in_generate:
-        if generation_config.output_scores or generation_config.output_logits:
-            logger.warning("hf_ext.speculative.generate does not return scores or logits; only sequences.")
-        return GenerateDecoderOnlyOutput(sequences=state.ids, cache=cache)
-    return state.ids
+        tracker = AcceptanceTracker(prior_rate=cfg.prior_acceptance, prior_weight=cfg.prior_weight)
+        profile = None
+        if num_draft_tokens == "auto" and not done:
+            per_batch = _TARGET_PROFILES.setdefault(model, {})
+            if batch not in per_batch:
+                per_batch[batch] = _profile_target(model, state, cache, cfg.profile_sizes, extra)
+            profile = per_batch[batch]
+            key = getattr(drafter, "model", drafter)
+            profile.draft = _DRAFT_LATENCY.get(key)
+            seen = _ACCEPTANCE.get(key, {}).get(model)
+            if seen is not None:
+                scale = min(1.0, cfg.carry_acceptance / max(seen[1], 1e-9))
+                tracker.passed, tracker.tested = seen[0] * scale, seen[1] * scale
+        controller = _Lookahead(num_draft_tokens, cfg, profile, tracker)
+        if isinstance(drafter, PromptLookupDrafter):  # its acceptance comes in stretches: model it by position
+            controller.positional = PositionalAcceptance(prior_rate=cfg.prior_acceptance)
+        while not done:
+            t_iter = time.perf_counter()
+            length = state.ids.shape[1]
+            gamma = max(0, min(controller.choose(int(unfinished.sum())), max_length - length - 1))
+            n_steps = len(drafter.step_seconds)
+            if gamma > 0:
+                t0 = time.perf_counter()
+                proposal = drafter.propose(state, gamma, select)
+                t_propose = time.perf_counter() - t0
+                stats.draft_seconds += t_propose
+                if not any(stats.gammas):  # the first proposal: the draft's prompt catch-up is a prefill
+                    stats.draft_prefill_seconds = max(t_propose - sum(drafter.step_seconds[n_steps:]), 0.0)
+                draft, draft_probs = proposal.tokens[:, :gamma], proposal.probs
+                gamma = draft.shape[1]
+            else:
+                draft, draft_probs = state.ids.new_zeros(batch, 0), None
+            t0 = time.perf_counter()
+            out = _forward(model, state, torch.cat([state.ids[:, -1:], draft], dim=1), length - 1, cache, gamma + 1,
+                           extra)
+            t_target = time.perf_counter() - t0
+            stats.target_seconds += t_target
+            logits = out.logits.float()
+            del out
+            if do_sample or len(logits_processor):
+                scores = torch.stack([logits_processor(torch.cat([state.ids, draft[:, :j]], dim=1), logits[:, j])
+                                      for j in range(gamma + 1)], dim=1)
+            else:
+                scores = logits
+            if do_sample:
+                n_acc, nxt = rejection_verify(draft, draft_probs, torch.softmax(scores, dim=-1))
+            else:
+                n_acc, nxt = greedy_verify(draft, scores.argmax(-1))
+            # without an eos criterion plain decoding keeps extending finished rows, so they still count
+            active = unfinished.bool() if has_eos else torch.ones_like(unfinished, dtype=torch.bool)
+            tokens = lockstep_tokens(draft, n_acc, nxt, active)
+            m = tokens.shape[1] - 1
+            stats.gammas.append(gamma)
+            stats.committed.append(m + 1)
+            if gamma > 0:
+                stats.row_accepted.append(n_acc[active].tolist())
+                tracker.observe(n_acc[active].tolist(), gamma)
+                if controller.positional is not None:
+                    controller.positional.observe(n_acc[active].tolist(), gamma)
+            done = commit(tokens)
+            if not done:
+                cache.crop(-(gamma - m))
+                extra.commit(state.ids.shape[1])
+                if hidden[0] is not None:  # features of the slots just committed, for drafts that read them
+                    drafter.observe_target(hidden[0][:, :m + 1], length - 1)
+                drafter.commit(state.ids.shape[1] - 1)
+            if profile is not None:
+                profile.update_target(gamma + 1, t_target)
+                new_steps = drafter.step_seconds[n_steps:]
+                if new_steps:
+                    profile.update_draft(sum(new_steps) / len(new_steps))
+                draft_time = sum(new_steps)
+                profile.update_overhead(time.perf_counter() - t_iter - t_target - draft_time)
 
+        if profile is not None and profile.draft is not None:
+            key = getattr(drafter, "model", drafter)
+            _DRAFT_LATENCY[key] = profile.draft
+            _ACCEPTANCE.setdefault(key, weakref.WeakKeyDictionary())[model] = (tracker.passed, tracker.tested)
+        if streamer is not None:
+            streamer.end()
+        stats.draft_step_seconds = list(drafter.step_seconds)
+        stats.seconds = time.perf_counter() - t_start
+        stats.new_tokens = int(state.ids.shape[1] - input_ids.shape[1])
+        stats.profile = profile
+        if generation_config.return_dict_in_generate:
+            if generation_config.output_scores or generation_config.output_logits:
+                logger.warning("hf_ext.speculative.generate does not return scores or logits; only sequences.")
+            return GenerateDecoderOnlyOutput(sequences=state.ids, cache=cache)
+        return state.ids
 
-class SpeculativeGenerationMixin:
-    """Put first in a model's bases to get ``generate(..., draft_model=d, num_draft_tokens=...)``.
-
-    Example:
-        ``class MyOPT(SpeculativeGenerationMixin, OPTForCausalLM): ...`` then
-        ``MyOPT.from_pretrained(name).generate(**inputs, draft_model=draft, num_draft_tokens="auto")``.
-    """
-
-    def generate(self, *args, draft_model=None, num_draft_tokens: int | str = "auto", **kwargs):
-        if draft_model is None:
-            return super().generate(*args, **kwargs)
-        return super().generate(*args, custom_generate=generate, draft_model=draft_model,
-                                num_draft_tokens=num_draft_tokens, **kwargs)

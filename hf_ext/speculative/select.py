@@ -4,6 +4,11 @@
 per-step latency and acceptance, predicts the throughput of every lookahead with the target's measured forward
 latencies, then measures each candidate at its predicted best lookahead. Candidates are ranked by predicted
 throughput; measured throughput and the prediction error are reported beside it.
+
+Everything is decode-only (the model's own terms): the target's prompt prefill and the draft's catch-up over the
+prompt are outside both the draft step time and the measured throughput; the per-iteration overhead (sampling,
+bookkeeping) is measured in the probe. Deterministic drafts (prompt lookup) get the acceptance model by position
+(:class:`~.analytical.PositionalAcceptance`), model drafts the i.i.d. one, unless ``acceptance_model`` says otherwise.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from .analytical import LatencyProfile, best_lookahead, estimate_acceptance
-from .drafts import DecodeState
+from .analytical import LatencyProfile, PositionalAcceptance, best_lookahead, estimate_acceptance
+from .drafts import DecodeState, PromptLookupDrafter
 from .mixin import SpeculativeStats, _forward, _profile_target, as_drafter, generate
 
 logger = logging.get_logger(__name__)
@@ -35,6 +40,8 @@ class DraftRanking:
     measured_tps: float
     baseline_tps: float
     mean_accepted_length: float
+    acceptance_model: str = "iid"
+    predicted_tar: float = 0.0
 
     @property
     def error_pct(self) -> float:
@@ -63,12 +70,33 @@ def profile_target(model: PreTrainedModel, input_ids: torch.Tensor, sizes: Seque
 
 
 def _run(target, inputs, draft, gamma, max_new_tokens) -> tuple[SpeculativeStats, float]:
+    """One greedy run; returns its stats and its decode-only throughput."""
     stats = SpeculativeStats()
+    target.generate(**inputs, custom_generate=generate, draft_model=draft, num_draft_tokens=gamma,
+                    speculative_stats=stats, max_new_tokens=max_new_tokens, do_sample=False)
+    return stats, stats.decode_tokens_per_second
+
+
+def plain_decode_tps(target, inputs, max_new_tokens: int) -> float:
+    """Decode-only tokens/s of plain greedy ``generate``: ``(N - 1) / (t(N) - t(1))`` (prefill cancels out)."""
     t0 = time.perf_counter()
-    out = target.generate(**inputs, custom_generate=generate, draft_model=draft, num_draft_tokens=gamma,
-                          speculative_stats=stats, max_new_tokens=max_new_tokens, do_sample=False)
-    seconds = time.perf_counter() - t0
-    return stats, (out.shape[1] - inputs["input_ids"].shape[1]) / seconds
+    target.generate(**inputs, max_new_tokens=1, min_new_tokens=1, do_sample=False)
+    t1 = time.perf_counter()
+    target.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False)
+    t2 = time.perf_counter()
+    return (max_new_tokens - 1) / max((t2 - t1) - (t1 - t0), 1e-9)
+
+
+def fit_acceptance(probes: Sequence[SpeculativeStats], positional: bool):
+    """The acceptance model fitted on probe runs: an i.i.d. rate, or a :class:`PositionalAcceptance`."""
+    model = PositionalAcceptance()
+    accepted, lookaheads = [], []
+    for stats in probes:
+        for row, g in zip(stats.row_accepted, [g for g in stats.gammas if g > 0]):
+            model.observe(row, g)
+            accepted += row
+            lookaheads += [g] * len(row)
+    return model if positional else estimate_acceptance(accepted, lookaheads)
 
 
 def select_draft(
@@ -79,6 +107,7 @@ def select_draft(
     max_new_tokens: int = 32,
     probe_gamma: int = 4,
     max_gamma: int = 16,
+    acceptance_model: str = "auto",
 ) -> list[DraftRanking]:
     """Rank candidate drafts by the analytical model's predicted throughput on ``target``, greedy decoding.
 
@@ -90,10 +119,13 @@ def select_draft(
         max_new_tokens: Tokens generated per prompt and run.
         probe_gamma: Lookahead of the measuring run.
         max_gamma: Largest lookahead considered.
+        acceptance_model: ``"iid"``, ``"position"``, or ``"auto"`` (by position for deterministic drafts).
 
     Returns:
         Rankings, best predicted throughput first.
     """
+    if acceptance_model not in ("auto", "iid", "position"):
+        raise ValueError(f"acceptance_model must be 'auto', 'iid' or 'position', got {acceptance_model!r}.")
     if not isinstance(candidates, Mapping):
         candidates = {getattr(c, "name", type(c).__name__) + f"#{i}": c for i, c in enumerate(candidates)}
     if not candidates:
@@ -110,27 +142,19 @@ def select_draft(
         raise ValueError("select_draft needs at least one prompt.")
     encoded = [{k: v.to(target.device) for k, v in e.items()} for e in encoded]
     profile = profile_target(target, encoded[0]["input_ids"], sizes=sorted({1, 2, 4, 8, max_gamma + 1}))
-    base_tps = []
-    for e in encoded:
-        t0 = time.perf_counter()
-        out = target.generate(**e, max_new_tokens=max_new_tokens, do_sample=False)
-        base_tps.append((out.shape[1] - e["input_ids"].shape[1]) / (time.perf_counter() - t0))
-    baseline = sum(base_tps) / len(base_tps)
+    baseline = sum(plain_decode_tps(target, e, max_new_tokens) for e in encoded) / len(encoded)
     rankings = []
     for name, draft in candidates.items():
-        accepted: list[int] = []
-        lookaheads: list[int] = []
-        steps: list[float] = []
-        probes = []
-        for e in encoded:
-            stats, tps = _run(target, e, draft, probe_gamma, max_new_tokens)
-            probes.append((stats, tps))
-            for row, g in zip(stats.row_accepted, [g for g in stats.gammas if g > 0]):
-                accepted += row
-                lookaheads += [g] * len(row)
-            steps.append(stats.draft_seconds / max(sum(stats.gammas), 1))
-        alpha = estimate_acceptance(accepted, lookaheads)
-        prof = LatencyProfile(target=dict(profile.target), draft=sum(steps) / len(steps))
+        probes = [_run(target, e, draft, probe_gamma, max_new_tokens) for e in encoded]
+        stats_list = [p[0] for p in probes]
+        positional = acceptance_model == "position" or (
+            acceptance_model == "auto" and isinstance(draft, PromptLookupDrafter))
+        alpha = fit_acceptance(stats_list, positional)
+        steps = [t for st in stats_list for t in st.draft_step_seconds]
+        t_draft = sum(steps) / len(steps) if steps else sum(st.draft_seconds for st in stats_list) / max(
+            sum(sum(st.gammas) for st in stats_list), 1)
+        overhead = sum(st.overhead for st in stats_list) / len(stats_list)
+        prof = LatencyProfile(target=dict(profile.target), draft=t_draft, overhead=overhead)
         plan = best_lookahead(alpha, prof, max_gamma)
         measured, tar = [], []
         for e, probe in zip(encoded, probes):
@@ -142,6 +166,8 @@ def select_draft(
                 stats, tps = _run(target, e, draft, plan.gamma, max_new_tokens)
             measured.append(tps)
             tar.append(stats.mean_accepted_length if stats else 1.0)
-        rankings.append(DraftRanking(name, alpha, 1e3 * prof.draft, plan.gamma, plan.tokens_per_second,
-                                     sum(measured) / len(measured), baseline, sum(tar) / len(tar)))
+        rate = alpha.rate(0) if positional else alpha
+        rankings.append(DraftRanking(name, rate, 1e3 * prof.draft, plan.gamma, plan.tokens_per_second,
+                                     sum(measured) / len(measured), baseline, sum(tar) / len(tar),
+                                     "position" if positional else "iid", plan.expected_tokens))
     return sorted(rankings, key=lambda r: r.predicted_tps, reverse=True)
