@@ -4,9 +4,12 @@ A row at a time, kept in L1: batched torch ops cost ``O(out * in)`` memory traff
 for the 256 draws of a dedicated 8-bit Gemma 3 270M) and ``O(out * k log in)`` per Lloyd iteration; these loops do
 the same arithmetic in cache, over ten times faster.
 
-k-means++: each centroid after the first is drawn with probability ``f_j * D(w_j)**2`` (``D``: distance to the
-nearest centroid so far), the first with probability ``f_j``. Each row has its own random stream (``seed + row``),
-so a row's centroids do not depend on how the rows are chunked.
+k-means++: each centroid after the first is the best (lowest weighted potential) of ``2 + log k`` candidates drawn
+with probability ``f_j * D(w_j)**2`` (``D``: distance to the nearest centroid so far), the first is drawn with
+probability ``f_j``. The greedy trials matter under heavy-tailed weights: plain k-means++ + Lloyd ended 28-56 %
+above flash1dkmeans' weighted error on such rows, the greedy version matches it. Each row has its own random
+stream (``seed + row``), so a row's centroids do not depend on how the rows are chunked. A candidate's effect on the
+potential is computed on the run of weights it improves only (see :func:`_delta`).
 
 Lloyd on a sorted row: assignment is a merge of the row with the centroid midpoints (a weight equal to a midpoint
 goes to the lower cluster), a cluster's weighted mean is a difference of the prefix sums, an empty cluster keeps its
@@ -21,58 +24,130 @@ import torch
 
 
 @numba.njit(cache=True)
-def _pick(w, p, total, u):
-    target = u * total
-    acc = 0.0
-    for j in range(w.shape[0]):
+def _pick(p, total, u):
+    """Index of the first prefix sum of ``p`` reaching ``u * total``."""
+    target, acc = u * total, 0.0
+    for j in range(p.shape[0]):
         acc += p[j]
         if acc >= target:
-            return w[j]
-    return w[w.shape[0] - 1]
+            return j
+    return p.shape[0] - 1
 
 
 @numba.njit(cache=True)
-def _kmeanspp_rows(w, f, k, seed, row_offset, out):
+def _pick_many(p, total, us, out):
+    """``_pick`` for every sorted ``us`` in one pass over ``p``."""
+    acc, t, m = 0.0, 0, us.shape[0]
+    for j in range(p.shape[0]):
+        acc += p[j]
+        while t < m and acc >= us[t] * total:
+            out[t] = j
+            t += 1
+        if t == m:
+            return
+    while t < m:
+        out[t] = p.shape[0] - 1
+        t += 1
+
+
+@numba.njit(cache=True)
+def _delta(w, f, d2, idx):
+    """Change of the potential ``sum f D**2`` if ``w[idx]`` became a centroid. On a sorted row the weights it
+    gets closer to are a contiguous run around ``idx`` (up to the midpoints with its neighbouring centroids), so
+    scanning outward until the first weight it does not improve is exact and costs the run, not the row."""
+    n, c, delta = w.shape[0], w[idx], 0.0
+    j = idx
+    while j < n:
+        d = (w[j] - c) ** 2
+        if d >= d2[j]:
+            break
+        delta += f[j] * (d - d2[j])
+        j += 1
+    j = idx - 1
+    while j >= 0:
+        d = (w[j] - c) ** 2
+        if d >= d2[j]:
+            break
+        delta += f[j] * (d - d2[j])
+        j -= 1
+    return delta
+
+
+@numba.njit(cache=True)
+def _place(w, f, d2, p, idx):
+    """Make ``w[idx]`` a centroid: update ``d2`` and ``p = f * d2`` on the run it improves."""
+    n, c = w.shape[0], w[idx]
+    j = idx
+    while j < n and (w[j] - c) ** 2 < d2[j]:
+        d2[j] = (w[j] - c) ** 2
+        p[j] = f[j] * d2[j]
+        j += 1
+    j = idx - 1
+    while j >= 0 and (w[j] - c) ** 2 < d2[j]:
+        d2[j] = (w[j] - c) ** 2
+        p[j] = f[j] * d2[j]
+        j -= 1
+
+
+@numba.njit(cache=True)
+def _kmeanspp_rows(w, f, k, trials, seed, row_offset, out):
     n_rows, n = w.shape
     d2 = np.empty(n, dtype=np.float64)
     p = np.empty(n, dtype=np.float64)
+    cand = np.empty(trials, dtype=np.int64)
+    us = np.empty(trials, dtype=np.float64)
     for r in range(n_rows):
         np.random.seed(seed + row_offset + r)
         wr, fr = w[r], f[r]
         f_total = 0.0
         for j in range(n):
             f_total += fr[j]
-        c = _pick(wr, fr, f_total, np.random.random())
-        out[r, 0] = c
-        total = 0.0
+        first = _pick(fr, f_total, np.random.random())
+        out[r, 0] = wr[first]
         for j in range(n):
-            d2[j] = (wr[j] - c) ** 2
+            d2[j] = (wr[j] - wr[first]) ** 2
             p[j] = fr[j] * d2[j]
-            total += p[j]
+        total = 0.0
         for i in range(1, k):
-            u = np.random.random()
-            # all remaining mass zero: fewer distinct values than clusters, draw by f (repeats a value)
-            c = _pick(wr, p, total, u) if total > 0 else _pick(wr, fr, f_total, u)
-            out[r, i] = c
-            total = 0.0
-            for j in range(n):
-                d = (wr[j] - c) ** 2
-                if d < d2[j]:
-                    d2[j] = d
-                    p[j] = fr[j] * d
-                total += p[j]
+            if i % 16 == 1:  # the running total is updated by each placement; recomputed now and then for drift
+                total = 0.0
+                for j in range(n):
+                    total += p[j]
+            for t in range(trials):  # sorted uniforms (insertion sort: a handful of them)
+                u, q = np.random.random(), t
+                while q > 0 and us[q - 1] > u:
+                    us[q] = us[q - 1]
+                    q -= 1
+                us[q] = u
+            if total > 0:
+                _pick_many(p, total, us, cand)
+            else:  # remaining mass zero: fewer distinct values than clusters, draw by f (repeats a value)
+                _pick_many(fr, f_total, us, cand)
+            # greedy k-means++: keep the candidate that lowers the potential most
+            best, best_delta = cand[0], np.inf
+            for t in range(trials):
+                delta = _delta(wr, fr, d2, cand[t])
+                if delta < best_delta:
+                    best, best_delta = cand[t], delta
+            out[r, i] = wr[best]
+            _place(wr, fr, d2, p, best)
+            total = max(total + best_delta, 0.0) if np.isfinite(best_delta) else total
 
 
-def kmeans_plusplus(w: torch.Tensor, f: torch.Tensor, n_clusters: int, seed: int = 0,
-                    row_offset: int = 0) -> torch.Tensor:
+def kmeans_plusplus(w: torch.Tensor, f: torch.Tensor, n_clusters: int, seed: int = 0, row_offset: int = 0,
+                    n_local_trials: int | None = None) -> torch.Tensor:
     """Centroids ``(out, n_clusters)``, sorted per row, for rows ``w`` (sorted or not) with weights ``f`` > 0.
+
+    Greedy k-means++ (scikit-learn's and flash1dkmeans' default): each draw takes the best of ``n_local_trials``
+    candidates (default ``2 + log k``); ``n_local_trials=1`` is plain k-means++.
 
     ``row_offset``: index of the first row in the whole matrix (its random stream is ``seed + row_offset + r``).
     """
     wn = np.ascontiguousarray(w.detach().cpu().double().numpy())
     fn = np.ascontiguousarray(f.detach().cpu().double().numpy())
     out = np.empty((wn.shape[0], n_clusters), dtype=np.float64)
-    _kmeanspp_rows(wn, fn, n_clusters, seed, row_offset, out)
+    trials = 2 + int(np.log(n_clusters)) if n_local_trials is None else n_local_trials
+    _kmeanspp_rows(wn, fn, n_clusters, trials, seed, row_offset, out)
     return torch.from_numpy(out).to(device=w.device, dtype=torch.float32).sort(dim=1).values
 
 
