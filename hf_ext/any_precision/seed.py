@@ -147,25 +147,31 @@ def best_splits(rows: SortedRows, bounds: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def fill_empty_clusters(rows: SortedRows, bounds: torch.Tensor) -> torch.Tensor:
-    """Re-seed empty clusters: each one takes the best exact split of the cluster whose split lowers the weighted
-    error most (repeated until no cluster is empty or no cluster can be split)."""
+    """Re-seed empty clusters: a row with ``e`` empty clusters splits, exactly, the ``e`` clusters whose splits lower
+    its weighted error most (repeated while that makes progress: a row may have fewer splittable clusters)."""
     bounds = bounds.clone()
-    k = bounds.shape[1] - 1
+    n = rows.w.shape[1]
     active = torch.ones(bounds.shape[0], dtype=torch.bool, device=bounds.device)
-    for _ in range(k):
+    for _ in range(bounds.shape[1]):
         empty = bounds[:, 1:] == bounds[:, :-1]
         idx = (empty.any(1) & active).nonzero().squeeze(1)
         if idx.numel() == 0:
             break
-        b = bounds[idx]
+        b, n_empty = bounds[idx], empty[idx].sum(1, keepdim=True)
         pos, drop = best_splits(rows.select(idx), b)
-        gain, c = drop.max(1)
-        ok = torch.isfinite(gain) & (gain > 0)
-        first_empty = empty[idx].to(torch.int8).argmax(1)
-        drop_at = torch.where(first_empty + 1 < k, first_empty + 1, first_empty)  # keep b_0 = 0 and b_K = in
-        b = b.scatter(1, drop_at[:, None], pos.gather(1, c[:, None])).sort(dim=1).values
-        bounds[idx[ok]] = b[ok]
-        active[idx[~ok]] = False
+        gain, cluster = drop.topk(int(n_empty.max()), dim=1)
+        take = (torch.arange(gain.shape[1], device=b.device) < n_empty) & torch.isfinite(gain) & (gain > 0)
+        active[idx[~take.any(1)]] = False  # nothing left to split in these rows
+        if not bool(take.any()):
+            break
+        # distinct bounds + the new split positions (each strictly inside a different cluster), sorted; a row
+        # short of splittable clusters keeps its remaining empty clusters at the end (bounds equal to n)
+        big = n + 1
+        kept = torch.where(torch.cat([torch.zeros_like(n_empty, dtype=torch.bool), b[:, 1:] == b[:, :-1]], 1),
+                           big, b)
+        new = torch.where(take, pos.gather(1, cluster), big)
+        merged = torch.cat([kept, new], 1).sort(dim=1).values[:, : b.shape[1]]
+        bounds[idx] = merged.clamp_max(n)
     return bounds
 
 
