@@ -89,7 +89,8 @@ path, width = sys.argv[1], sys.argv[2]
 if width == "dense":
     model, tok = load_model(path)
 else:
-    model, tok = hf_ext.any_precision.from_pretrained(path, precisions=[int(width)]), AutoTokenizer.from_pretrained(path)
+    model = hf_ext.any_precision.from_pretrained(path, precisions=[int(width)])
+    tok = AutoTokenizer.from_pretrained(path)
 ids = tok("def main():\n    return", return_tensors="pt").input_ids
 with torch.no_grad():
     model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
@@ -233,9 +234,9 @@ def main() -> int:
             f"RTN g{args.rtn_group}", "bits/weight: any-precision", "dedicated", "RTN"]
     rows = []
     for k in widths:
+        ded_bits = weighted_bits(targets, lambda cols, k=k: k + 16 * 2**k / cols)
         rows.append([k, anyprec[k], f"{100 * (anyprec[k] / dedicated[k] - 1):+.1f} %", dedicated[k], rtn[k],
-                     f"{mem[k]['bits_per_weight']:.2f}", f"{weighted_bits(targets, lambda c: k + 16 * 2**k / c):.2f}",
-                     f"{k + 32 / args.rtn_group:.2f}"])
+                     f"{mem[k]['bits_per_weight']:.2f}", f"{ded_bits:.2f}", f"{k + 32 / args.rtn_group:.2f}"])
     rows.append(["dense fp32", dense_ppl, "", "", "", "32", "", ""])
     within = [k for k in widths if anyprec[k] <= 1.02 * dedicated[k]]
     findings = [

@@ -1,8 +1,9 @@
 """The per-row loops of the weighted 1-D k-means, compiled with numba: k-means++ seeding and Lloyd iterations.
 
-A row at a time, kept in L1: batched torch ops cost ``O(out * in)`` memory traffic per k-means++ draw (four minutes
-for the 256 draws of a dedicated 8-bit Gemma 3 270M) and ``O(out * k log in)`` per Lloyd iteration; these loops do
-the same arithmetic in cache, over ten times faster.
+A row at a time (rows spread over numba's threads), kept in L1: batched torch ops cost ``O(out * in)`` memory
+traffic per k-means++ draw (four minutes for the 256 draws of a dedicated 8-bit Gemma 3 270M), ``O(out * k log in)``
+per Lloyd iteration and several float64 ``(out, in)`` temporaries per exact split; these loops do the same
+arithmetic in cache, several times faster. The exact split (:func:`best_splits`) is here too.
 
 k-means++: each centroid after the first is the best (lowest weighted potential) of ``2 + log k`` candidates drawn
 with probability ``f_j * D(w_j)**2`` (``D``: distance to the nearest centroid so far), the first is drawn with
@@ -89,15 +90,15 @@ def _place(w, f, d2, p, idx):
         j -= 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _kmeanspp_rows(w, f, k, trials, seed, row_offset, out):
     n_rows, n = w.shape
-    d2 = np.empty(n, dtype=np.float64)
-    p = np.empty(n, dtype=np.float64)
-    cand = np.empty(trials, dtype=np.int64)
-    us = np.empty(trials, dtype=np.float64)
-    for r in range(n_rows):
-        np.random.seed(seed + row_offset + r)
+    for r in numba.prange(n_rows):
+        d2 = np.empty(n, dtype=np.float64)
+        p = np.empty(n, dtype=np.float64)
+        cand = np.empty(trials, dtype=np.int64)
+        us = np.empty(trials, dtype=np.float64)
+        np.random.seed(seed + row_offset + r)  # the running thread's generator, reseeded per row: deterministic
         wr, fr = w[r], f[r]
         f_total = 0.0
         for j in range(n):
@@ -164,12 +165,12 @@ def _assign(w, c, bounds):
     bounds[k] = n
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _lloyd_rows(w, cum_fw, cum_f, centroids, bounds, iterations):
     n_rows = w.shape[0]
     k = centroids.shape[1]
-    new = np.empty(k + 1, dtype=np.int64)
-    for r in range(n_rows):
+    for r in numba.prange(n_rows):
+        new = np.empty(k + 1, dtype=np.int64)
         c = np.sort(centroids[r])
         b = bounds[r]
         _assign(w[r], c, b)
@@ -202,3 +203,40 @@ def lloyd(w: torch.Tensor, cum_fw: torch.Tensor, cum_f: torch.Tensor, centroids:
                 cum_f.detach().cpu().numpy(), c, bounds, iterations)
     return (torch.from_numpy(bounds).to(w.device),
             torch.from_numpy(c).to(device=w.device, dtype=torch.float32))
+
+
+@numba.njit(cache=True, parallel=True)
+def _best_splits_rows(w, cum_fw, cum_f, bounds, pos, drop):
+    n_rows = w.shape[0]
+    k = bounds.shape[1] - 1
+    for r in numba.prange(n_rows):
+        for c in range(k):
+            lo, hi = bounds[r, c], bounds[r, c + 1]
+            best, at = -np.inf, hi
+            for j in range(lo + 1, hi):
+                if w[r, j] <= w[r, j - 1]:
+                    continue  # never split equal values
+                left_f, right_f = cum_f[r, j] - cum_f[r, lo], cum_f[r, hi] - cum_f[r, j]
+                if left_f > 0 and right_f > 0:
+                    left, right = cum_fw[r, j] - cum_fw[r, lo], cum_fw[r, hi] - cum_fw[r, j]
+                    score = left * left / left_f + right * right / right_f
+                    if score > best:
+                        best, at = score, j
+            pos[r, c] = at
+            if best > -np.inf:
+                total_fw, total_f = cum_fw[r, hi] - cum_fw[r, lo], cum_f[r, hi] - cum_f[r, lo]
+                drop[r, c] = best - total_fw * total_fw / total_f
+            else:
+                drop[r, c] = -np.inf
+
+
+def best_splits(w: torch.Tensor, cum_fw: torch.Tensor, cum_f: torch.Tensor,
+                bounds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact two-way split of every cluster of sorted rows (see ``seed.best_splits``): ``(position int64,
+    error drop float64)``, both ``(out, K)``; one scan of each cluster's positions."""
+    b = np.ascontiguousarray(bounds.detach().cpu().numpy().astype(np.int64))
+    pos = np.empty((b.shape[0], b.shape[1] - 1), dtype=np.int64)
+    drop = np.empty((b.shape[0], b.shape[1] - 1), dtype=np.float64)
+    _best_splits_rows(np.ascontiguousarray(w.detach().cpu().numpy()), cum_fw.detach().cpu().numpy(),
+                      cum_f.detach().cpu().numpy(), b, pos, drop)
+    return torch.from_numpy(pos).to(bounds.device), torch.from_numpy(drop).to(bounds.device)

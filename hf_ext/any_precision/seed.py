@@ -117,33 +117,13 @@ def best_splits(rows: SortedRows, bounds: torch.Tensor) -> tuple[torch.Tensor, t
 
     A split at sorted position ``j`` of cluster ``[lo, hi)`` makes children ``[lo, j)`` and ``[j, hi)``; the drop of
     ``sum f (w - mean)**2`` is ``L**2 / F_L + R**2 / F_R - T**2 / F_T`` (``L``, ``F_L``: sums of ``f w`` and ``f``
-    on the left, from the prefix sums), so all positions are scored at once and the best one taken: the optimum of
+    on the left, from the prefix sums), so every position is scored in one pass and the best one taken: the optimum of
     weighted 2-means on a sorted range, not a Lloyd fixed point. Splits between equal values are not considered.
     A cluster with fewer than two distinct values has drop ``-inf`` and position ``hi`` (nothing moves).
     """
-    out, n = rows.w.shape
-    k = bounds.shape[1] - 1
-    cid = rows.sorted_codes(bounds)
-    lo, hi = bounds[:, :-1].gather(1, cid), bounds[:, 1:].gather(1, cid)
-    pos = torch.arange(n, device=cid.device).expand(out, n)
-    fw_j, f_j = rows.cum_fw[:, :n], rows.cum_f[:, :n]
-    fw_lo, f_lo = rows.prefix(lo)
-    fw_hi, f_hi = rows.prefix(hi)
-    left_f, right_f = f_j - f_lo, f_hi - f_j
-    score = (fw_j - fw_lo) ** 2 / left_f.clamp_min(1e-300) + (fw_hi - fw_j) ** 2 / right_f.clamp_min(1e-300)
-    distinct = torch.cat([torch.zeros(out, 1, dtype=torch.bool, device=cid.device), rows.w[:, 1:] > rows.w[:, :-1]], 1)
-    valid = (pos > lo) & distinct & (left_f > 0) & (right_f > 0)
-    score = torch.where(valid, score, torch.full_like(score, -torch.inf))
-    best = torch.full((out, k), -torch.inf, dtype=score.dtype, device=score.device)
-    best = best.scatter_reduce(1, cid, score, "amax")
-    is_best = valid & (score == best.gather(1, cid))
-    where = torch.full((out, k), n, dtype=torch.int64, device=cid.device)
-    where = where.scatter_reduce(1, cid, torch.where(is_best, pos, torch.full_like(pos, n)), "amin")
-    fw_b, f_b = rows.prefix(bounds)
-    tot_fw, tot_f = fw_b[:, 1:] - fw_b[:, :-1], f_b[:, 1:] - f_b[:, :-1]
-    drop = best - tot_fw**2 / tot_f.clamp_min(1e-300)
-    splittable = torch.isfinite(best)
-    return torch.where(splittable, where, bounds[:, 1:]), torch.where(splittable, drop, best)
+    from .kmeans1d import best_splits as scan  # numba: one in-cache scan per cluster
+
+    return scan(rows.w, rows.cum_fw, rows.cum_f, bounds)
 
 
 def fill_empty_clusters(rows: SortedRows, bounds: torch.Tensor) -> torch.Tensor:
