@@ -236,6 +236,23 @@ def test_blocked_path_keeps_no_dense_weight(nested, monkeypatch):
     assert workspace_nbytes() == plain.workspace_nbytes() == 7 * 100 * 4
 
 
+def test_cpu_gemv_matches_the_dequantized_matmul(nested):
+    codes8, luts = nested
+    bias = torch.randn(24)
+    gemv = AnyPrecisionLinear.from_codes(codes8, luts, 8, bias=bias, cpu_kernel="gemv")
+    blocked = AnyPrecisionLinear.from_codes(codes8, luts, 8, bias=bias)
+    for k in (3, 4, 8):
+        gemv.set_precision(k)
+        blocked.set_precision(k)
+        x = torch.randn(1, 3, 100)  # 3 tokens: the GEMV
+        ref = x @ gemv.dequantize(k, torch.float32).T + bias
+        assert torch.allclose(gemv(x), ref, atol=1e-4, rtol=1e-4)
+        long = torch.randn(20, 100)  # more tokens than gemv_max_tokens: the blocked path
+        assert torch.equal(gemv(long), blocked(long))
+    with pytest.raises(ValueError, match="cpu_kernel must be one of"):
+        AnyPrecisionLinear(100, 24, False, [3], cpu_kernel="fast")
+
+
 @pytest.mark.parametrize(
     ("fields", "match"),
     [
@@ -252,6 +269,7 @@ def test_blocked_path_keeps_no_dense_weight(nested, monkeypatch):
         (dict(available_precisions=[3, 4], default_precision=6), r"default_precision 6 is not stored"),
         (dict(precisions=[3, 4.5]), "precisions must be a non-empty list of integer bits"),
         (dict(split_method="median"), "split_method must be 'exact' or 'lloyd'"),
+        (dict(cpu_kernel="fast"), "cpu_kernel must be one of"),
     ],
 )
 def test_config_rejects_bad_values(fields, match):

@@ -15,6 +15,7 @@ from ..common.quantizer import HfExtQuantizationConfig
 
 MIN_BITS, MAX_BITS = 2, 8
 CACHE_POLICIES = ("none", "active", "all")
+CPU_KERNELS = ("blocked", "gemv")
 
 
 def is_bits(value: Any) -> bool:
@@ -48,6 +49,7 @@ class AnyPrecisionConfig(HfExtQuantizationConfig):
         precisions: Precisions to load from a saved checkpoint (None: all); only planes up to the largest are read.
         cache_dequantized: Dense weight cache: "none" (default: forwards dequantize row blocks into one shared
             working buffer, nothing dense stays resident), "active" or "all" (dense weights kept per precision).
+        cpu_kernel: CPU compute for few tokens without a dense cache: "blocked" (default) or "gemv" (numba).
         modules_to_not_convert: Substrings of linear names left in full precision.
         tokenizer: Tokenizer path for calibration when the model folder has none (not serialized).
         checksums: Filled by quantization: per-layer digests of every plane and table, verified on load.
@@ -91,6 +93,12 @@ class AnyPrecisionConfig(HfExtQuantizationConfig):
                   "the first forward after a switch; faster, costs the dense bytes, reported by memory_report), "
                   "'all' keeps every precision used."},
     )
+    cpu_kernel: str = field(
+        default="blocked",
+        metadata={"help": "CPU path for at most 8 tokens when no dense cache is kept: 'blocked' (dequantize row "
+                  "blocks + matmul; bit-identical to the cached path) or 'gemv' (numba bitplane lookup GEMV from the "
+                  "codes, no weight block written; float32-close). Our choice: 'blocked' by default."},
+    )
     modules_to_not_convert: list[str] | None = field(
         default=None, metadata={"help": "Substrings of decoder linear names left unquantized."}
     )
@@ -124,6 +132,8 @@ class AnyPrecisionConfig(HfExtQuantizationConfig):
             raise ValueError(f"split_method must be 'exact' or 'lloyd', got {self.split_method!r}.")
         if self.lut_dtype not in ("float16", "bfloat16", "float32"):
             raise ValueError(f"lut_dtype must be float16, bfloat16 or float32, got {self.lut_dtype!r}.")
+        if self.cpu_kernel not in CPU_KERNELS:
+            raise ValueError(f"cpu_kernel must be one of {CPU_KERNELS}, got {self.cpu_kernel!r}.")
         if self.cache_dequantized not in CACHE_POLICIES:
             raise ValueError(f"cache_dequantized must be one of {CACHE_POLICIES}, got {self.cache_dequantized!r}.")
         if self.precisions is not None:
@@ -162,5 +172,5 @@ class AnyPrecisionConfig(HfExtQuantizationConfig):
     def get_loading_attributes(self) -> dict[str, Any]:
         """Fields a ``quantization_config`` passed to ``from_pretrained`` overrides on a saved checkpoint."""
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        names = ("precisions", "cache_dequantized", "default_precision")
+        names = ("precisions", "cache_dequantized", "default_precision", "cpu_kernel")
         return {n: getattr(self, n) for n in names if getattr(self, n) != defaults[n]}

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..common.import_utils import is_triton_available
 from .bitplanes import pack_bitplanes, plane_bytes, unpack_bitplanes, words_per_row
-from .config import CACHE_POLICIES, check_bits
+from .config import CACHE_POLICIES, CPU_KERNELS, check_bits
 
 _LUT_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -67,6 +67,8 @@ class AnyPrecisionLinear(nn.Module):
         precisions: The precisions this layer holds tables for (sorted); planes up to the largest are kept.
         lut_dtype: Storage dtype of the tables.
         cache: ``"none"`` (default), ``"active"`` or ``"all"``: dense dequantized weights kept between forwards.
+        cpu_kernel: ``"blocked"`` (default) or ``"gemv"``: CPU inputs of at most ``gemv_max_tokens`` tokens without a
+            dense cache run the numba bitplane lookup GEMV of ``cpu_kernel.py`` (float32-close, not bit-identical).
         gemv_max_tokens: Largest token count routed to the Triton kernel on CUDA.
         device: Where the (empty) buffers are created; ``"meta"`` for a loading skeleton.
         dtype: The float model's dtype (bias, ``weight``).
@@ -74,12 +76,16 @@ class AnyPrecisionLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool, precisions: list[int],
                  lut_dtype: torch.dtype = torch.float16, cache: str = "none", gemv_max_tokens: int = 8,
-                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+                 cpu_kernel: str = "blocked"):
         super().__init__()
         if not precisions:
             raise ValueError("AnyPrecisionLinear needs at least one precision.")
         if cache not in CACHE_POLICIES:
             raise ValueError(f"cache must be one of {CACHE_POLICIES}, got {cache!r}.")
+        if cpu_kernel not in CPU_KERNELS:
+            raise ValueError(f"cpu_kernel must be one of {CPU_KERNELS}, got {cpu_kernel!r}.")
+        self.cpu_kernel = cpu_kernel
         self.in_features, self.out_features = in_features, out_features
         self.precisions = sorted(precisions)
         self.cache = cache
@@ -100,11 +106,12 @@ class AnyPrecisionLinear(nn.Module):
     @classmethod
     def from_codes(cls, codes: torch.Tensor, luts: dict[int, torch.Tensor], max_bits: int,
                    bias: torch.Tensor | None = None, lut_dtype: torch.dtype = torch.float16,
-                   cache: str = "none", dtype: torch.dtype = torch.float32) -> AnyPrecisionLinear:
+                   cache: str = "none", dtype: torch.dtype = torch.float32,
+                   cpu_kernel: str = "blocked") -> AnyPrecisionLinear:
         """Build from ``max_bits`` codes ``(out, in)`` and tables ``{k: (out, 2**k)}``."""
         out, cols = codes.shape
         layer = cls(cols, out, bias is not None, sorted(luts), lut_dtype=lut_dtype, cache=cache,
-                    device=codes.device, dtype=dtype)
+                    device=codes.device, dtype=dtype, cpu_kernel=cpu_kernel)
         if layer.n_planes != max_bits:
             raise ValueError(f"tables go up to {layer.n_planes} bits but codes have {max_bits}.")
         planes = pack_bitplanes(codes, max_bits)
@@ -208,6 +215,12 @@ class AnyPrecisionLinear(nn.Module):
 
             y = bitplane_gemv(x, self.planes(), self.lut(), self.precision)
             return y + self.bias.to(y.dtype) if self.bias is not None else y
+        if (self.cpu_kernel == "gemv" and x.device.type == "cpu" and tokens <= self.gemv_max_tokens
+                and self.cache == "none"):
+            from .cpu_kernel import bitplane_gemv_cpu
+
+            y = bitplane_gemv_cpu(x, self.planes(), self.lut(), self.precision)
+            return y + self.bias.to(y.dtype) if self.bias is not None else y
         return self._blocked_linear(x)
 
     def _apply(self, fn, recurse=True):
@@ -237,4 +250,5 @@ class AnyPrecisionLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"precisions={self.precisions}, precision={self.precision}, cache={self.cache!r}")
+                f"precisions={self.precisions}, precision={self.precision}, cache={self.cache!r}, "
+                f"cpu_kernel={self.cpu_kernel!r}")

@@ -144,7 +144,8 @@ class AnyPrecisionQuantizer(HfExtQuantizer):
             for name, lin in tqdm(targets.items(), desc="any-precision layers"):
                 codes, luts = quantize_weight(lin.weight.detach(), fisher.pop(name), cfg)
                 layer = AnyPrecisionLinear.from_codes(codes, luts, cfg.max_bits, bias=lin.bias, lut_dtype=lut_dtype,
-                                                      cache=cfg.cache_dequantized, dtype=lin.weight.dtype)
+                                                      cache=cfg.cache_dequantized, dtype=lin.weight.dtype,
+                                                      cpu_kernel=cfg.cpu_kernel)
                 set_submodule(model, name, layer)
                 digests[name] = layer_digests(layer)
         cfg.checksums = digests
@@ -172,7 +173,7 @@ class AnyPrecisionQuantizer(HfExtQuantizer):
                 raise ValueError(f"Layer {name!r} of the any-precision config does not exist in this model.") from None
             layer = AnyPrecisionLinear(lin.in_features, lin.out_features, lin.bias is not None, loaded,
                                        lut_dtype=lut_dtype, cache=cfg.cache_dequantized, device="meta",
-                                       dtype=lin.weight.dtype)
+                                       dtype=lin.weight.dtype, cpu_kernel=cfg.cpu_kernel)
             set_submodule(model, name, layer)
         stored = cfg.stored_precisions
         skip_planes = [str(p) for p in range(loaded[-1], stored[-1])]
