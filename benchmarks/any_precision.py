@@ -1,6 +1,6 @@
 """Any-precision benchmark: one 3..8-bit checkpoint vs dedicated k-bit models and RTN, bits, memory, speed.
 
-    .venv/bin/python benchmarks/any_precision.py            # Gemma 3 270M; about 10 min idle on 2 cores (estimate)
+    .venv/bin/python benchmarks/any_precision.py            # Gemma 3 270M; about 9 min idle on 2 cores (estimate)
     .venv/bin/python benchmarks/any_precision.py --eval-tokens 16352   # the issue's 16k evaluation, about 40 min
     .venv/bin/python benchmarks/any_precision.py --smoke    # tiny random model, under 2 minutes, to benchmarks/out/
 

@@ -7,7 +7,8 @@ only the planes the requested precisions need.
 
 Execution: on CUDA with Triton, inputs of at most ``gemv_max_tokens`` tokens use the fused bitplane GEMV kernel of
 ``kernel.py``. Everything else runs a blocked dequantize-and-matmul from the codes: a block of output rows is
-unpacked and looked up into one working buffer shared by every layer (per device and dtype, at most
+unpacked and looked up (a numba loop on the CPU in fp32, torch ops elsewhere) into one working buffer shared by every
+layer (per device and dtype, at most
 :data:`DEQUANT_BLOCK_ELEMENTS` weights), multiplied, and the buffer reused for the next block. So with the default
 ``cache="none"`` no dense weight stays resident: the model holds its planes, tables and that one buffer. A dense
 cache is opt-in (``"active"``: the active precision's weight, rebuilt on the first forward after a switch;
@@ -151,6 +152,10 @@ class AnyPrecisionLinear(nn.Module):
     def dequantize_rows(self, start: int, stop: int, dtype: torch.dtype, out: torch.Tensor) -> torch.Tensor:
         """Rows ``start:stop`` of the active precision's weight, written into ``out`` (``(stop - start, in)``)."""
         bits = self.precision
+        if out.device.type == "cpu" and dtype == torch.float32 and out.is_contiguous():
+            from .cpu_kernel import dequantize_rows_cpu  # numba: the same values, far less memory traffic
+
+            return dequantize_rows_cpu(self.planes(bits), self.lut(bits)[start:stop], bits, start, out)
         planes = [p[start:stop] for p in self.planes(bits)]
         codes = unpack_bitplanes(planes, self.in_features, bits)
         return torch.gather(self.lut(bits)[start:stop].to(dtype), 1, codes.long(), out=out)
