@@ -1,25 +1,33 @@
-"""Any-precision benchmark: one 3..8-bit checkpoint vs dedicated k-bit models and RTN, sizes, memory, speed.
+"""Any-precision benchmark: one 3..8-bit checkpoint vs dedicated k-bit models and RTN, bits, memory, speed.
 
-    .venv/bin/python benchmarks/any_precision.py                  # Gemma 3 270M, pydocs, ~15-25 min on 2 cores
+    .venv/bin/python benchmarks/any_precision.py            # Gemma 3 270M; about 9 min idle on 2 cores (estimate)
+    .venv/bin/python benchmarks/any_precision.py --eval-tokens 16352   # the issue's 16k evaluation, about 40 min
+    .venv/bin/python benchmarks/any_precision.py --smoke    # tiny random model, under 2 minutes, to benchmarks/out/
 
-What it measures, on the default model with the project's perplexity protocol (pydocs eval, 512-token windows,
-BOS first, ``--max-tokens`` predicted tokens):
+One process, one Fisher pass (``--n-samples`` x 512 tokens of pydocs), one evaluation (pydocs eval, 512-token
+windows, BOS first, ``--eval-tokens`` predicted tokens) for every row of the table:
 
-* perplexity at every precision from ONE any-precision checkpoint (seed k-means + incremental upscaling), next to
-  (a) a dedicated k-bit model: the same Fisher-weighted k-means run directly at k bits, on the same sensitivities,
-  and (b) round-to-nearest group-wise k-bit (``common.quant.fake_quantize``, min-max asymmetric, group 128);
-* sizes: the one checkpoint on disk vs the sum of separate 3..8-bit checkpoints (k planes + the k-bit table each,
-  computed from tensor sizes) vs fp16 and fp32;
-* memory at each precision (what a k-bit view reads, plus the CPU path's cached dense weight);
-* greedy decode tokens/s at 3, 4 and 8 bits vs the dense model, and the time of a precision switch.
+* the any-precision views 3..8 of ONE checkpoint (seed k-means + exact-split upscaling);
+* dedicated k-bit models: the same solver (greedy k-means++ + Lloyd + empty-cluster re-seeding, same Fisher
+  weights, same seed) run directly at k bits;
+* round-to-nearest group-wise k-bit (``common.quant.fake_quantize``, min-max asymmetric, ``--rtn-group``);
+* bits per weight counted from the bytes each format needs: planes + fp16 tables (any-precision at k: k planes and
+  the k-bit table; dedicated: k-bit codes and its 2^k-entry table per row), codes + fp16 scale and zero per group
+  (RTN).
+
+Then resident memory and greedy decode tokens/s at 3 / 4 / 8 bits and dense: decode interleaved in ``--rounds``
+rounds (median and spread); resident bytes from each variant loaded alone in a fresh subprocess (process RSS after
+a generate, and the model's own parameters + buffers + caches). Finally the paper's size bar on an OPT-6.7B-shaped
+4096 x 4096 layer. Every finding is computed from the data gathered here.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
+import json
 import os
-import re
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,20 +35,20 @@ from pathlib import Path
 
 import torch
 
-from hf_ext.any_precision import AnyPrecisionConfig, compute_fisher, memory_report, quantize
-from hf_ext.any_precision.model import any_precision_layers, non_quantized_nbytes, stored_mib
-from hf_ext.any_precision.quantizer import checkpoint_file_size, target_linears
-from hf_ext.any_precision.seed import weighted_kmeans
-from hf_ext.common.data import load_text, tokenize_stream
-from hf_ext.common.models import load_model
-from hf_ext.common.perplexity import perplexity
-from hf_ext.common.quant import fake_quantize
-from hf_ext.common.utils import peak_rss_mib
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import cpu_name  # noqa: E402
+import _report  # noqa: E402
+
+from hf_ext.any_precision import AnyPrecisionConfig, AnyPrecisionLinear, compute_fisher, memory_report, quantize  # noqa: E402,E501
+from hf_ext.any_precision.model import any_precision_layers, non_quantized_nbytes  # noqa: E402
+from hf_ext.any_precision.quantizer import checkpoint_file_size, target_linears  # noqa: E402
+from hf_ext.any_precision.seed import weighted_kmeans  # noqa: E402
+from hf_ext.common.data import load_text, tokenize_stream  # noqa: E402
+from hf_ext.common.models import load_model, tiny_model  # noqa: E402
+from hf_ext.common.perplexity import perplexity  # noqa: E402
+from hf_ext.common.quant import fake_quantize  # noqa: E402
 
 MIB = 2**20
+SPEED_WIDTHS = (3, 4, 8)
 
 
 def log(msg: str) -> None:
@@ -48,12 +56,12 @@ def log(msg: str) -> None:
 
 
 def ppl(model, tok, args) -> float:
-    return perplexity(model, tok, "pydocs", seqlen=512, max_tokens=args.max_tokens, progress=False).perplexity
+    return perplexity(model, tok, "pydocs", seqlen=args.seqlen, max_tokens=args.eval_tokens,
+                      progress=False).perplexity
 
 
 @torch.no_grad()
 def decode_tps(model, tok, prompt_ids, new_tokens: int) -> float:
-    model.generate(prompt_ids, max_new_tokens=2, do_sample=False, pad_token_id=tok.pad_token_id)  # warm caches
     start = time.perf_counter()
     out = model.generate(prompt_ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                          pad_token_id=tok.pad_token_id)
@@ -66,121 +74,117 @@ def set_weights(targets, weights) -> None:
         lin.weight.copy_(weights[name])
 
 
-def speed_only(args) -> int:
-    """Decode speed of one any-precision model at several widths next to the dense model it came from."""
-    import copy
+def weighted_bits(targets, bits_of_row) -> float:
+    """Bits per quantized weight, over all target linears: ``bits_of_row(in_features)`` per weight of a row."""
+    n = sum(m.weight.numel() for m in targets.values())
+    return sum(m.weight.numel() * bits_of_row(m.in_features) for m in targets.values()) / n
 
-    model, tok = load_model(args.model)
-    dense = copy.deepcopy(model)
-    prompt = tokenize_stream(tok, load_text("pydocs", "eval"), max_tokens=64)[:63]
-    prompt_ids = torch.cat([torch.tensor([tok.bos_token_id]), prompt]).unsqueeze(0)
-    start = time.perf_counter()
-    quantize(model, tok, AnyPrecisionConfig(seed_bits=args.seed_bits, max_bits=args.max_bits,
-                                            n_samples=args.n_samples, seqlen=args.seqlen))
-    log(f"any-precision built in {time.perf_counter() - start:.0f} s")
-    widths = [w for w in (3, 4, 8) if args.seed_bits <= w <= args.max_bits]
-    best = {"dense": 0.0, **{w: 0.0 for w in widths}}
-    switch = {}
-    for _ in range(3):
-        best["dense"] = max(best["dense"], decode_tps(dense, tok, prompt_ids, args.decode_tokens))
-        for w in widths:
-            t = time.perf_counter()
-            model.set_precision(w)
-            switch[w] = time.perf_counter() - t
-            best[w] = max(best[w], decode_tps(model, tok, prompt_ids, args.decode_tokens))
-        log(f"round: {best}")
-    rows = [f"| dense fp32 | {best['dense']:.2f} | 1.00x | |"]
-    rows += [f"| {w}-bit view | {best[w]:.2f} | {best[w] / best['dense']:.2f}x | {switch[w] * 1e3:.1f} |"
-             for w in widths]
-    cpu = cpu_name()
-    text = (
-        "# Any-precision decode speed on CPU\n\n"
-        f"Command: `.venv/bin/python benchmarks/any_precision.py {' '.join(sys.argv[1:])}`  \n"
-        f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, fp32.  \n"
-        f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.\n\n"
-        f"Greedy decode of {args.decode_tokens} new tokens after a 64-token pydocs prompt, batch 1, best of 3 rounds "
-        "interleaved with the dense model. Calibration size does not affect speed. On CPU each width runs as a cached "
-        "dense weight (rebuilt on the first forward after a switch), so parity with dense is the expected result; the "
-        "switch time is the `set_precision` call itself.\n\n"
-        "| model | decode tokens/s | vs dense | switch ms |\n|---|---:|---:|---:|\n" + "\n".join(rows) + "\n"
-    )
-    out = Path(__file__).resolve().parent / "results" / "any_precision_speed.md"
-    out.write_text(text)
-    print(text)
-    return 0
+
+_PROBE = r"""
+import json, sys, torch
+from transformers import AutoTokenizer
+import hf_ext
+from hf_ext.common.models import load_model
+from hf_ext.any_precision.model import resident_nbytes
+path, width = sys.argv[1], sys.argv[2]
+if width == "dense":
+    model, tok = load_model(path)
+else:
+    model = hf_ext.any_precision.from_pretrained(path, precisions=[int(width)])
+    tok = AutoTokenizer.from_pretrained(path)
+ids = tok("def main():\n    return", return_tensors="pt").input_ids
+with torch.no_grad():
+    model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) * 1024
+print("PROBE " + json.dumps({"rss": rss, "own": resident_nbytes(model)}))
+"""
+
+
+def probe(path: str, width: str) -> dict:
+    """Load one variant alone in a fresh process, generate, and report its RSS and its own resident bytes."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count()))}
+    r = subprocess.run([sys.executable, "-c", _PROBE, path, width], capture_output=True, text=True, env=env,
+                       timeout=600)
+    line = next((x for x in r.stdout.splitlines() if x.startswith("PROBE ")), None)
+    if line is None:
+        raise RuntimeError(f"memory probe for {width} failed:\n{r.stderr[-2000:]}")
+    return json.loads(line[6:])
+
+
+def size_bar(rows: int = 4096, cols: int = 4096, lo: int = 3, hi: int = 8) -> dict[str, float]:
+    """Linears' bytes of a lo..hi checkpoint vs a single hi-bit model of the same format, for one layer shape."""
+    all_widths = AnyPrecisionLinear(cols, rows, False, list(range(lo, hi + 1)), device="meta")
+    single = AnyPrecisionLinear(cols, rows, False, [hi], device="meta")
+    return {"all": all_widths.stored_nbytes(), "single": single.stored_nbytes(),
+            "ratio": all_widths.stored_nbytes() / single.stored_nbytes()}
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default")
+    p.add_argument("--smoke", action="store_true", help="tiny random model, tiny sizes, results to benchmarks/out/")
     p.add_argument("--seed-bits", type=int, default=3)
     p.add_argument("--max-bits", type=int, default=8)
-    p.add_argument("--n-samples", type=int, default=8, help="calibration windows (one backward each)")
+    p.add_argument("--n-samples", type=int, default=4, help="calibration windows (one backward each)")
     p.add_argument("--seqlen", type=int, default=512)
-    p.add_argument("--max-tokens", type=int, default=4088)
+    p.add_argument("--eval-tokens", type=int, default=2044,
+                   help="predicted tokens per perplexity (issue: 16k; 16352 takes about 40 min in all)")
     p.add_argument("--rtn-group", type=int, default=128)
-    p.add_argument("--decode-tokens", type=int, default=24)
-    p.add_argument("--out", default="benchmarks/results/any_precision.md")
-    p.add_argument("--baselines-from", default=None,
-                   help="skip the dedicated / RTN baselines and read them from the log of an earlier run with the "
-                        "same settings (lets the two halves run as separate processes on a busy machine)")
-    p.add_argument("--baseline-widths", type=int, nargs="*", default=None,
-                   help="only measure the dedicated / RTN baselines at these widths, log them and stop (fills in "
-                        "widths an earlier run skipped; its lines are in the --baselines-from log format)")
-    p.add_argument("--speed-only", action="store_true",
-                   help="only measure decode tokens/s at 3 / 4 / 8 bits vs the dense model (best of 3, interleaved) "
-                        "and switch time, written to benchmarks/results/any_precision_speed.md")
+    p.add_argument("--decode-tokens", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
+    if args.smoke:
+        args.n_samples, args.seqlen, args.eval_tokens, args.decode_tokens, args.rtn_group = 2, 64, 252, 4, 32
+        _report.RESULTS_DIR = Path(__file__).resolve().parent / "out"
     torch.manual_seed(0)
-    if args.speed_only:
-        return speed_only(args)
     t0 = time.perf_counter()
     widths = list(range(args.seed_bits, args.max_bits + 1))
+    speed_widths = [w for w in SPEED_WIDTHS if w in widths]
 
-    model, tok = load_model(args.model)
+    work = tempfile.TemporaryDirectory()
+    if args.smoke:
+        model, tok = tiny_model("llama")
+        dense_path = str(Path(work.name) / "dense")
+        model.save_pretrained(dense_path)
+        tok.save_pretrained(dense_path)
+        model_name = "tiny random llama (smoke: numbers meaningless)"
+    else:
+        model, tok = load_model(args.model)
+        dense_path, model_name = args.model, "Gemma 3 270M" if args.model == "default" else args.model
     cfg = AnyPrecisionConfig(seed_bits=args.seed_bits, max_bits=args.max_bits, n_samples=args.n_samples,
                              seqlen=args.seqlen)
     targets = target_linears(model, None)
     n_weights = sum(m.weight.numel() for m in targets.values())
-    log(f"model loaded: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
-        f"{len(targets)} decoder linears with {n_weights / 1e6:.1f} M weights")
+    log(f"model: {len(targets)} decoder linears, {n_weights / 1e6:.2f} M weights")
     prompt = tokenize_stream(tok, load_text("pydocs", "eval"), max_tokens=64)[:63]
     prompt_ids = torch.cat([torch.tensor([tok.bos_token_id]), prompt]).unsqueeze(0)
 
-    dense = re.search(r"dense: ppl ([\d.]+), decode ([\d.]+) tokens/s",
-                      Path(args.baselines_from).read_text()) if args.baselines_from else None
-    if dense:
-        dense_ppl, dense_tps = float(dense.group(1)), float(dense.group(2))
-    else:
-        dense_ppl = ppl(model, tok, args)
-        dense_tps = decode_tps(model, tok, prompt_ids, args.decode_tokens)
-    log(f"dense: ppl {dense_ppl:.3f}, decode {dense_tps:.2f} tokens/s")
-
+    dense_ppl = ppl(model, tok, args)
+    log(f"dense ppl {dense_ppl:.3f}")
     start = time.perf_counter()
     fisher = compute_fisher(model, tok, cfg, progress=False)
     fisher_s = time.perf_counter() - start
-    log(f"Fisher weights: {args.n_samples} x {args.seqlen} tokens in {fisher_s:.1f} s")
+    log(f"Fisher: {args.n_samples} x {args.seqlen} tokens in {fisher_s:.0f} s")
     originals = {n: m.weight.detach().clone() for n, m in targets.items()}
 
     dedicated, dedicated_s, rtn = {}, {}, {}
-    if args.baseline_widths:
-        widths = args.baseline_widths
-    for k in widths if args.baselines_from is None else []:
+    for k in widths:
         start = time.perf_counter()
         with torch.no_grad():
             for name, lin in targets.items():
-                codes, lut = weighted_kmeans(originals[name], fisher[name], k, cfg.kmeans_iterations)
-                lin.weight.copy_(lut.gather(1, codes))
+                codes, lut = weighted_kmeans(originals[name], fisher[name], k, cfg.kmeans_iterations, cfg.seed)
+                lin.weight.copy_(lut.half().float().gather(1, codes))  # fp16 tables, as stored
         dedicated_s[k] = time.perf_counter() - start
         dedicated[k] = ppl(model, tok, args)
         with torch.no_grad():
             for name, lin in targets.items():
                 lin.weight.copy_(fake_quantize(originals[name], k, args.rtn_group))
         rtn[k] = ppl(model, tok, args)
-        log(f"{k} bits: dedicated k-means ppl {dedicated[k]:.3f} ({dedicated_s[k]:.0f} s to quantize), "
-            f"RTN g{args.rtn_group} ppl {rtn[k]:.3f}")
-    if args.baseline_widths:
-        return 0
+        log(f"{k} bits: dedicated ppl {dedicated[k]:.3f} ({dedicated_s[k]:.0f} s), RTN ppl {rtn[k]:.3f}")
     set_weights(targets, originals)
     del originals
 
@@ -188,141 +192,123 @@ def main() -> int:
     quantize(model, tok, cfg, fisher=fisher)
     ap_s = time.perf_counter() - start
     del fisher
-    log(f"any-precision {args.seed_bits}..{args.max_bits} built in {ap_s:.1f} s (plus the shared Fisher pass)")
-    if args.baselines_from is not None:
-        pattern = re.compile(r"(\d) bits: dedicated k-means ppl ([\d.]+) \((\d+) s to quantize\), "
-                             r"RTN g\d+ ppl ([\d.]+)")
-        for m in pattern.finditer(Path(args.baselines_from).read_text()):
-            k = int(m.group(1))
-            dedicated[k], dedicated_s[k], rtn[k] = float(m.group(2)), float(m.group(3)), float(m.group(4))
-        log(f"baselines read from {args.baselines_from} for widths {sorted(dedicated)}")
+    log(f"any-precision {args.seed_bits}..{args.max_bits} built in {ap_s:.0f} s")
     mem = memory_report(model)
     anyprec = {}
     for k in widths:
         model.set_precision(k)
         anyprec[k] = ppl(model, tok, args)
         log(f"{k} bits: any-precision ppl {anyprec[k]:.3f}")
-
-    tps, cache_mib = {}, 0.0
-    for k in (args.seed_bits, 4, args.max_bits):
-        model.set_precision(k)
-        tps[k] = decode_tps(model, tok, prompt_ids, args.decode_tokens)
-        cache_mib = sum(m.cache_nbytes() for m in any_precision_layers(model).values()) / MIB
-    # switch: the pointer change alone, then the first forward after it (rebuilds the cached dense weights)
-    one = prompt_ids[:, :1]
-    with torch.no_grad():
-        model(one)
-        start = time.perf_counter()
-        model.set_precision(4)
-        switch_s = time.perf_counter() - start
-        start = time.perf_counter()
-        model(one)
-        first_fwd_s = time.perf_counter() - start
-        start = time.perf_counter()
-        model(one)
-        steady_fwd_s = time.perf_counter() - start
-    for layer in any_precision_layers(model).values():
-        layer.cache = "none"
-        layer.clear_cache()
-    tps_nocache = decode_tps(model, tok, prompt_ids, max(4, args.decode_tokens // 4))
-    log(f"decode tokens/s: {tps}; no-cache 4-bit {tps_nocache:.2f}; switch {switch_s * 1e6:.0f} us, "
-        f"first forward after switch {first_fwd_s * 1e3:.0f} ms vs {steady_fwd_s * 1e3:.0f} ms")
-
-    with tempfile.TemporaryDirectory() as d:
-        model.save_pretrained(d)
-        ckpt_bytes = checkpoint_file_size(d)
+    ap_path = str(Path(work.name) / "anyprec")
+    model.save_pretrained(ap_path)
+    tok.save_pretrained(ap_path)
+    ckpt_bytes = checkpoint_file_size(ap_path)
     layers = any_precision_layers(model)
-    rest = non_quantized_nbytes(model)
     lin_all = sum(m.stored_nbytes() for m in layers.values())
-    separate_lin = sum(sum(m.nbytes(k) for m in layers.values()) for k in widths)
-    n_params = sum(p.numel() for p in model.parameters()) + n_weights - sum(
-        m.bias.numel() for m in layers.values() if m.bias is not None)
-    fp16_bytes, fp32_bytes = 2 * n_params, 4 * n_params
-    fp32_lin = 4 * n_weights
-    total_s = time.perf_counter() - t0
+    rest = non_quantized_nbytes(model)
 
-    lines = [
-        "# Any-precision LLM: one checkpoint, every bit width",
-        "",
-        f"Command: `.venv/bin/python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`".rstrip() + "  ",
-        f"Machine: {cpu_name()}, {os.cpu_count()} cores (shared with other jobs; 1-minute load average at the end "
-        f"{os.getloadavg()[0]:.1f}), torch {torch.__version__}, CPU fp32.  ",
-        f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; total {total_s / 60:.1f} min.",
-        "",
-        f"Model: {args.model} (Gemma 3 270M): {len(targets)} decoder linears, {n_weights / 1e6:.1f} M weights "
-        "quantized; embeddings / LM head / norms stay fp32 (the 262k x 640 embedding is most of the model).  ",
-        f"Calibration: {args.n_samples} x {args.seqlen} tokens of pydocs (Fisher = summed squared gradients, one "
-        f"backward per window, {fisher_s:.0f} s). Perplexity: pydocs eval, 512-token windows, BOS first, "
-        f"{args.max_tokens} predicted tokens. Dense perplexity {dense_ppl:.3f}.",
-        "",
-        "## Perplexity",
-        "",
-        "| bits | any-precision (one checkpoint) | dedicated k-bit (same k-means at k bits) | "
-        f"RTN group-wise (g{args.rtn_group}) | any-precision bits/weight incl. tables |",
-        "|---:|---:|---:|---:|---:|",
-    ]
+    # decode speed: dense and the any-precision model at each width and CPU kernel, interleaved
+    dense_model, _ = load_model(dense_path)
+    tps = {"dense": [], **{k: [] for k in speed_widths}, **{f"{k} gemv": [] for k in speed_widths}}
+    with torch.no_grad():
+        dense_model.generate(prompt_ids, max_new_tokens=2, do_sample=False, pad_token_id=tok.pad_token_id)
+        model.generate(prompt_ids, max_new_tokens=2, do_sample=False, pad_token_id=tok.pad_token_id)
+    for r in range(args.rounds):
+        tps["dense"].append(decode_tps(dense_model, tok, prompt_ids, args.decode_tokens))
+        for k in speed_widths:
+            model.set_precision(k)
+            for kernel, key in (("blocked", k), ("gemv", f"{k} gemv")):
+                for layer in layers.values():
+                    layer.cpu_kernel = kernel
+                tps[key].append(decode_tps(model, tok, prompt_ids, args.decode_tokens))
+        log(f"round {r + 1}: " + ", ".join(f"{k}: {v[-1]:.2f}" for k, v in tps.items()))
+    del dense_model
+
+    # resident memory: each variant alone in a fresh process
+    probes = {"dense": probe(dense_path, "dense"), **{k: probe(ap_path, str(k)) for k in speed_widths}}
+    log("probes: " + ", ".join(f"{k}: {v['rss'] / MIB:.0f} MiB" for k, v in probes.items()))
+    dense_lin = 4 * n_weights
+    bar = size_bar()
+    own_bar = size_bar(cols=max(m.in_features for m in layers.values()),
+                       rows=max(m.out_features for m in layers.values()), lo=args.seed_bits, hi=args.max_bits)
+    total_s = time.perf_counter() - t0
+    work.cleanup()
+
+    # ------------------------------------------------------------------------------------------------ report
+    head = ["bits", "any-precision (one checkpoint)", "vs dedicated", "dedicated k-bit (same solver)",
+            f"RTN g{args.rtn_group}", "bits/weight: any-precision", "dedicated", "RTN"]
+    rows = []
     for k in widths:
-        ded = f"{dedicated[k]:.3f}" if k in dedicated else "not measured"
-        rt = f"{rtn[k]:.3f}" if k in rtn else "not measured"
-        lines.append(f"| {k} | {anyprec[k]:.3f} | {ded} | {rt} | {mem[k]['bits_per_weight']:.2f} |")
-    lines += [
-        f"| dense fp32 | {dense_ppl:.3f} | | | 32 |",
-        "",
-        f"Quantization time: any-precision {ap_s:.0f} s for all {len(widths)} widths (seed + upscaling + packing); "
-        "dedicated k-means per width: " + ", ".join(f"{k}: {dedicated_s[k]:.0f} s" for k in sorted(dedicated_s))
-        + "." + (f" Baselines from a separate process with the same settings ({args.baselines_from}); the Fisher "
-                 "weights of both come from the same calibration windows." if args.baselines_from else ""),
-        "",
-        "## Sizes",
-        "",
-        "| what | quantized linears (MiB) | whole checkpoint (MiB) |",
-        "|---|---:|---:|",
-        f"| one any-precision checkpoint ({args.seed_bits}..{args.max_bits} bits) | {lin_all / MIB:.1f} | "
-        f"{ckpt_bytes / MIB:.1f} (file) |",
-        f"| sum of separate {args.seed_bits}..{args.max_bits}-bit checkpoints | {separate_lin / MIB:.1f} | "
-        f"{(separate_lin + len(widths) * rest) / MIB:.1f} (computed) |",
-        f"| fp16 | {fp32_lin / 2 / MIB:.1f} | {fp16_bytes / MIB:.1f} (computed) |",
-        f"| fp32 (as loaded here) | {fp32_lin / MIB:.1f} | {fp32_bytes / MIB:.1f} (computed) |",
-        "",
-        "Tables are fp16, one per row and width (2^k entries): with 640-wide rows they weigh as much as the planes.",
-        "",
-        "## Memory at each precision",
-        "",
-        "| bits | read by a k-bit view: planes + table (MiB) | model at that view (MiB) |",
-        "|---:|---:|---:|",
+        ded_bits = weighted_bits(targets, lambda cols, k=k: k + 16 * 2**k / cols)
+        rows.append([k, anyprec[k], f"{100 * (anyprec[k] / dedicated[k] - 1):+.1f} %", dedicated[k], rtn[k],
+                     f"{mem[k]['bits_per_weight']:.2f}", f"{ded_bits:.2f}", f"{k + 32 / args.rtn_group:.2f}"])
+    rows.append(["dense fp32", dense_ppl, "", "", "", "32", "", ""])
+    within = [k for k in widths if anyprec[k] <= 1.02 * dedicated[k]]
+    findings = [
+        f"Any-precision views within 2 % perplexity of the dedicated model of their width: {within or 'none'} "
+        f"of {widths}.",
+        "Best at each width: " + ", ".join(
+            f"{k}: " + min((("any-precision", anyprec[k]), ("dedicated", dedicated[k]), ("RTN", rtn[k])),
+                           key=lambda x: x[1])[0] for k in widths) + ".",
     ]
-    for k in widths:
-        lines.append(f"| {k} | {mem[k]['linears_mib']:.1f} | {mem[k]['model_mib']:.1f} |")
-    lines += [
+    speed_rows = [["dense fp32", spread(tps["dense"]), "1.00x", f"{probes['dense']['rss'] / MIB:.0f}",
+                   f"{probes['dense']['own'] / MIB:.1f}", f"{dense_lin / MIB:.1f}"]]
+    for k in speed_widths:
+        lin_k = sum(m.nbytes(k) for m in layers.values()) + max(m.workspace_nbytes() for m in layers.values())
+        speed_rows.append([f"any-precision {k}-bit, blocked (default)", spread(tps[k]),
+                           f"{statistics.median(tps[k]) / statistics.median(tps['dense']):.2f}x",
+                           f"{probes[k]['rss'] / MIB:.0f}", f"{probes[k]['own'] / MIB:.1f}", f"{lin_k / MIB:.1f}"])
+        g = tps[f"{k} gemv"]
+        speed_rows.append([f"any-precision {k}-bit, cpu_kernel='gemv'", spread(g),
+                           f"{statistics.median(g) / statistics.median(tps['dense']):.2f}x", "same", "same", "same"])
+    if 4 in speed_widths:
+        lin4 = sum(m.nbytes(4) for m in layers.values()) + max(m.workspace_nbytes() for m in layers.values())
+        ratio_mem = lin4 / dense_lin
+        best4 = max(statistics.median(tps[4]), statistics.median(tps["4 gemv"]))
+        ratio_tps = best4 / statistics.median(tps["dense"])
+        findings.append(f"CPU bar at 4 bits (resident decoder-linear bytes <= 0.2x fp32 dense, tokens/s >= 0.5x "
+                        f"dense): {ratio_mem:.3f}x bytes ({'met' if ratio_mem <= 0.2 else 'not met'}), "
+                        f"{ratio_tps:.2f}x tokens/s with the faster CPU kernel "
+                        f"({'met' if ratio_tps >= 0.5 else 'not met'}).")
+    findings.append(f"Size bar (linears of a 3..8 checkpoint <= 1.25x a single 8-bit model of the same format, "
+                    f"4096 x 4096 layer): {bar['ratio']:.3f}x ({'met' if bar['ratio'] <= 1.25 else 'not met'}); on "
+                    f"this model's widest layer shape: {own_bar['ratio']:.3f}x "
+                    f"({'met' if own_bar['ratio'] <= 1.25 else 'not met'}).")
+    body = "\n".join([
+        f"Model: {model_name}: {len(targets)} decoder linears, {n_weights / 1e6:.1f} M weights quantized; "
+        "embeddings, LM head and norms stay in the checkpoint's float dtype.  ",
+        f"Calibration: {args.n_samples} x {args.seqlen} tokens of pydocs, Fisher = summed squared gradients "
+        f"({fisher_s:.0f} s), shared by every quantized row. Perplexity: pydocs eval, {args.seqlen}-token windows, "
+        f"BOS first, {args.eval_tokens} predicted tokens. Total {total_s / 60:.1f} min.",
         "",
-        f"Everything loaded (all planes and tables + rest of the model): {stored_mib(model):.1f} MiB. The CPU path "
-        f"also keeps the active precision's dense fp32 weight ({cache_mib:.1f} MiB; `cache_dequantized='none'` "
-        f"drops it at the cost of dequantizing every forward). Peak RSS of this run: {peak_rss_mib():.0f} MiB.",
+        "### Findings", "", *[f"- {f}" for f in findings], "",
+        "### Perplexity and bits per weight", "",
+        _report.table(head, rows), "",
+        f"Quantization time: any-precision {ap_s:.0f} s for all {len(widths)} widths; dedicated per width: "
+        + ", ".join(f"{k}: {dedicated_s[k]:.0f} s" for k in widths) + ". Bits per weight include the fp16 tables "
+        "(any-precision, dedicated) or the fp16 scale and zero of each group (RTN).",
         "",
-        "## Decode speed and switching (greedy, batch 1, 64-token prompt, "
-        f"{args.decode_tokens} new tokens)",
-        "",
-        "| model | tokens/s |",
-        "|---|---:|",
-        f"| dense fp32 | {dense_tps:.2f} |",
-    ]
-    for k, v in tps.items():
-        lines.append(f"| any-precision at {k} bits (cached dense weight) | {v:.2f} |")
-    lines += [
-        f"| any-precision at 4 bits, no cache (unpack + lookup every forward) | {tps_nocache:.2f} |",
-        "",
-        f"Switch: `set_precision` itself takes {switch_s * 1e6:.0f} us (a pointer change in {len(layers)} layers); "
-        f"the first forward after it rebuilds the cached weights ({first_fwd_s * 1e3:.0f} ms vs "
-        f"{steady_fwd_s * 1e3:.0f} ms for a steady one-token forward). No reload at any point.",
-        "",
-        "On this CPU the cached dense weight makes every precision decode at dense speed: memory and bandwidth "
-        "savings at batch 1 need the fused bitplane kernel (`hf_ext/any_precision/kernel.py`, CUDA + Triton; see "
-        "`benchmarks/gpu_any_precision.py`).",
-    ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+        "### Resident memory and decode speed", "",
+        f"Greedy decode of {args.decode_tokens} tokens after a 64-token prompt, batch 1, {args.rounds} rounds "
+        "interleaved (median and range). Any-precision runs memory-honest (no dense cache): the default blocked path "
+        "(row blocks dequantized into one shared buffer per forward, bit-identical to a dense cache) or the opt-in "
+        "numba bitplane GEMV (`cpu_kernel='gemv'`, float32-close). RSS: each variant loaded alone in a fresh process, "
+        "after a short generate (includes the Python / torch runtime).", "",
+        _report.table(["variant", "decode tokens/s", "vs dense", "process RSS (MiB)",
+                       "params + buffers + caches (MiB)", "decoder linears resident (MiB)"], speed_rows), "",
+        "### Sizes", "",
+        _report.table(["what", "MiB"], [
+            [f"all {args.seed_bits}..{args.max_bits} widths: quantized linears in memory", f"{lin_all / MIB:.1f}"],
+            ["rest of the model (embeddings, LM head, norms)", f"{rest / MIB:.1f}"],
+            ["checkpoint file", f"{ckpt_bytes / MIB:.1f}"],
+            ["fp32 decoder linears", f"{dense_lin / MIB:.1f}"],
+            [f"4096 x 4096 layer, {args.seed_bits}..{args.max_bits} widths / single 8-bit",
+             f"{bar['all'] / MIB:.2f} / {bar['single'] / MIB:.2f}"],
+        ]),
+    ])
+    path = _report.write_section("any_precision", "Any-precision LLM: one checkpoint, every bit width", body,
+                                 packages=("numba",))
+    print(path.read_text())
     return 0
 
 

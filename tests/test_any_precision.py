@@ -7,8 +7,17 @@ import torch
 
 from hf_ext.any_precision import AnyPrecisionConfig, AnyPrecisionLinear, PrecisionNotLoadedError
 from hf_ext.any_precision.bitplanes import pack_bitplanes, unpack_bitplanes
-from hf_ext.any_precision.seed import weighted_kmeans, weighted_sse
-from hf_ext.any_precision.upscale import prefix_codes, upscale
+from hf_ext.any_precision.layer import release_workspace, workspace_nbytes
+from hf_ext.any_precision.seed import (
+    SortedRows,
+    best_splits,
+    fill_empty_clusters,
+    kmeans_bounds,
+    sensitivity_floor,
+    weighted_kmeans,
+    weighted_sse,
+)
+from hf_ext.any_precision.upscale import prefix_codes, split_bounds, upscale
 from hf_ext.common.quant import fake_quantize
 
 
@@ -49,6 +58,92 @@ def test_kmeans_weights_pull_centroids_toward_sensitive_weights():
     codes, _ = weighted_kmeans(w, torch.ones_like(w), 1)
     assert torch.isclose(lut.min(), torch.tensor(3.0), atol=0.01)  # cluster {0..3} centred on the heavy weight
     assert codes.tolist() == [[0, 0, 0, 0, 1, 1]]
+
+
+def _heavy_tailed(rows: int, cols: int, seed: int = 2):
+    """Weights with a few huge squared-gradient sensitivities per row: the case that broke quantile starts."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, cols, generator=g)
+    fisher = torch.rand(rows, cols, generator=g) ** 8 * torch.exp(3 * torch.randn(rows, cols, generator=g))
+    fisher[:, :3] *= 1e6
+    return w, fisher
+
+
+@pytest.mark.parametrize("bits", [3, 6, 8])
+def test_all_clusters_used_under_heavy_tailed_weights(bits):
+    w, fisher = _heavy_tailed(6, 300)
+    codes, lut = weighted_kmeans(w, fisher, bits)
+    for row in codes:
+        assert row.unique().numel() == 2**bits  # 300 distinct values >= 2**bits: every cluster holds one
+    # a row with fewer distinct values than clusters: each value its own cluster, nothing crashes
+    few = torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0] * 20])
+    codes, lut = weighted_kmeans(few, torch.rand(1, 100) ** 8, 3)
+    assert codes.unique().numel() == 5
+    assert torch.equal(lut.gather(1, codes), few)
+
+
+def test_empty_clusters_are_reseeded_by_exact_splits():
+    w, fisher = _heavy_tailed(4, 64)
+    rows = SortedRows.build(w, fisher)
+    bounds = torch.tensor([[0, 0, 0, 10, 64]] * 4)  # clusters 0 and 1 empty
+    filled = fill_empty_clusters(rows, bounds)
+    assert bool((filled[:, 1:] > filled[:, :-1]).all())
+
+    def sse(b):
+        return weighted_sse(w, sensitivity_floor(fisher), rows.codes(b), rows.cluster_means(b, torch.zeros(4, 4)))
+
+    assert bool((sse(filled) < sse(bounds)).all())
+
+
+def test_exact_split_is_the_brute_force_optimum_and_beats_lloyd():
+    w, fisher = _heavy_tailed(5, 40)
+    rows = SortedRows.build(w, fisher)
+    f = rows.f.double()
+    bounds = torch.tensor([[0, 40]] * 5)
+    pos, drop = best_splits(rows, bounds)
+
+    def cost(x, weights):
+        return float((weights * (x - (weights * x).sum() / weights.sum()) ** 2).sum()) if len(x) else 0.0
+
+    for r in range(5):
+        x = rows.w[r].double()
+        errors = [cost(x[:j], f[r, :j]) + cost(x[j:], f[r, j:]) for j in range(1, 40)]
+        best = min(errors)
+        j = int(pos[r, 0])
+        assert cost(x[:j], f[r, :j]) + cost(x[j:], f[r, j:]) <= best * (1 + 1e-9)
+        assert float(drop[r, 0]) == pytest.approx(cost(x, f[r]) - best, rel=1e-6)
+    # each level of the upscaling, split both ways from the same parent clusters: exact error <= Lloyd's, per row
+    w, fisher = _heavy_tailed(16, 200, seed=3)
+    rows = SortedRows.build(w, fisher)
+    bounds, lut = kmeans_bounds(rows, 3)
+    strictly_better = False
+    for _ in range(3, 8):
+        errors = {}
+        for method in ("exact", "lloyd"):
+            b, table = split_bounds(rows, bounds, lut, iterations=10, method=method)
+            errors[method] = weighted_sse(w, sensitivity_floor(fisher), rows.codes(b), table)  # the objective
+            if method == "exact":
+                next_bounds, next_lut = b, table
+        assert bool((errors["exact"] <= errors["lloyd"] * (1 + 1e-5) + 1e-12).all())
+        strictly_better |= bool((errors["exact"] < errors["lloyd"] * (1 - 1e-3)).any())
+        bounds, lut = next_bounds, next_lut
+    assert strictly_better
+
+
+def test_seed_solver_matches_flash1dkmeans():
+    """Our batched greedy k-means++ + Lloyd against the Any-Precision authors' package on the same rows."""
+    flash = pytest.importorskip("flash1dkmeans")
+    w, fisher = _heavy_tailed(16, 256)
+    f = sensitivity_floor(fisher)
+    for bits in (3, 4):
+        codes, lut = weighted_kmeans(w, fisher, bits)
+        ours = float(weighted_sse(w, f, codes, lut).sum())
+        theirs = 0.0
+        for r in range(16):
+            c, labels = flash.kmeans_1d(w[r].double().numpy(), 2**bits, max_iter=50,
+                                        sample_weights=f[r].double().numpy(), random_state=0)
+            theirs += float((f[r].double().numpy() * (w[r].double().numpy() - c[labels]) ** 2).sum())
+        assert ours <= 1.1 * theirs, (bits, ours, theirs)
 
 
 def test_k_bit_codes_are_prefixes_of_n_bit_codes(weights, nested):
@@ -99,6 +194,11 @@ def test_layer_dequantizes_to_the_k_bit_lookup_and_switches(weights, nested):
     assert layer.nbytes(3) < layer.nbytes(8) < layer.stored_nbytes()
     with pytest.raises(PrecisionNotLoadedError, match=r"Precision 2 is not loaded; this model holds \[3, 4"):
         layer.set_precision(2)
+    layer.set_precision(5)
+    for bad in (4.7, "4", 4.0, True):
+        with pytest.raises(ValueError, match="must be an integer number of bits"):
+            layer.set_precision(bad)
+    assert layer.precision == 5
 
 
 def test_cache_policies(nested):
@@ -116,6 +216,43 @@ def test_cache_policies(nested):
         assert all(torch.equal(ys[0], y) for y in ys[1:])
 
 
+def test_blocked_path_keeps_no_dense_weight(nested, monkeypatch):
+    import hf_ext.any_precision.layer as layer_mod
+
+    codes8, luts = nested
+    monkeypatch.setattr(layer_mod, "DEQUANT_BLOCK_ELEMENTS", 700)  # 7 rows of 100: four blocks, the last partial
+    release_workspace()
+    plain = AnyPrecisionLinear.from_codes(codes8, luts, 8, bias=torch.randn(24))
+    cached = AnyPrecisionLinear.from_codes(codes8, luts, 8, cache="active")
+    cached.bias = plain.bias
+    x = torch.randn(2, 5, 100)
+    for k in (3, 5, 8):
+        plain.set_precision(k)
+        cached.set_precision(k)
+        y = plain(x)
+        assert torch.equal(y, cached(x))  # same row blocks: bit-identical
+        assert torch.allclose(y, x @ plain.dequantize(k, torch.float32).T + plain.bias, atol=1e-5)
+    assert plain.cache_nbytes() == 0 and cached.cache_nbytes() == 24 * 100 * 4
+    assert workspace_nbytes() == plain.workspace_nbytes() == 7 * 100 * 4
+
+
+def test_cpu_gemv_matches_the_dequantized_matmul(nested):
+    codes8, luts = nested
+    bias = torch.randn(24)
+    gemv = AnyPrecisionLinear.from_codes(codes8, luts, 8, bias=bias, cpu_kernel="gemv")
+    blocked = AnyPrecisionLinear.from_codes(codes8, luts, 8, bias=bias)
+    for k in (3, 4, 8):
+        gemv.set_precision(k)
+        blocked.set_precision(k)
+        x = torch.randn(1, 3, 100)  # 3 tokens: the GEMV
+        ref = x @ gemv.dequantize(k, torch.float32).T + bias
+        assert torch.allclose(gemv(x), ref, atol=1e-4, rtol=1e-4)
+        long = torch.randn(20, 100)  # more tokens than gemv_max_tokens: the blocked path
+        assert torch.equal(gemv(long), blocked(long))
+    with pytest.raises(ValueError, match="cpu_kernel must be one of"):
+        AnyPrecisionLinear(100, 24, False, [3], cpu_kernel="fast")
+
+
 @pytest.mark.parametrize(
     ("fields", "match"),
     [
@@ -125,7 +262,14 @@ def test_cache_policies(nested):
         (dict(precisions=[3, 12]), r"precisions must be .* got \[3, 12\]"),
         (dict(cache_dequantized="sometimes"), "cache_dequantized must be one of"),
         (dict(n_samples=0), "n_samples must be an integer >= 1"),
-        (dict(seqlen=2.5), "seqlen must be an integer >= 1"),
+        (dict(seqlen=2.5), "seqlen must be an integer"),
+        (dict(default_precision=4.7), "default_precision must be an integer, got 4.7"),
+        (dict(default_precision="4"), "default_precision must be an integer, got '4'"),
+        (dict(seed_bits=3, max_bits=5, default_precision=8), r"default_precision 8 is not stored; .* \[3, 4, 5\]"),
+        (dict(available_precisions=[3, 4], default_precision=6), r"default_precision 6 is not stored"),
+        (dict(precisions=[3, 4.5]), "precisions must be a non-empty list of integer bits"),
+        (dict(split_method="median"), "split_method must be 'exact' or 'lloyd'"),
+        (dict(cpu_kernel="fast"), "cpu_kernel must be one of"),
     ],
 )
 def test_config_rejects_bad_values(fields, match):

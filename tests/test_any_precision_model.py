@@ -284,3 +284,98 @@ def test_precomputed_fisher_gives_the_same_checkpoint(calib):
     assert cfg.checksums is None  # the caller's config is copied, not filled in
     for name, tensor in fresh.state_dict().items():
         assert torch.equal(reused.state_dict()[name], tensor), name
+
+
+def test_set_precision_rejects_non_integers(saved_opt):
+    family, model, *_ = saved_opt
+    model.set_precision(3)
+    for bad in (4.7, "4", 4.0):
+        with pytest.raises(ValueError, match=r"precision must be an integer number of bits, got"):
+            model.set_precision(bad)
+    assert model.precision == 3 and model.config.quantization_config.default_precision == 3
+
+
+def test_missing_tensor_is_reported_as_missing(saved_opt, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    family, *_, out = saved_opt
+    bad = _copy(out, tmp_path / "missing")
+    tensors = load_file(bad / "model.safetensors")
+    key = next(k for k in tensors if k.endswith("plane_1"))
+    del tensors[key]
+    save_file(tensors, bad / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=rf"missing 1 tensor\(s\), e\.g\. '{key}'"):
+        AutoModelForCausalLM.from_pretrained(bad)
+    # a missing table is refused when its width is loaded, and irrelevant when it is not
+    tensors = load_file(out / "model.safetensors")
+    del tensors[next(k for k in tensors if k.endswith("lut_5"))]
+    save_file(tensors, bad / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="missing 1 tensor"):
+        AutoModelForCausalLM.from_pretrained(bad)
+    assert hf_ext.any_precision.from_pretrained(bad, precisions=[2, 3]).precisions == [2, 3]
+
+
+def test_default_precision_not_stored_is_refused(saved_opt, tmp_path):
+    family, *_, out = saved_opt
+    bad = _copy(out, tmp_path / "default")
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["quantization_config"]["default_precision"] = 7  # the checkpoint stores 2..5
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"default_precision 7 is not stored; the checkpoint holds \[2, 3, 4, 5\]"):
+        AutoModelForCausalLM.from_pretrained(bad)
+    with pytest.raises(ValueError, match="default_precision 6 is not stored"):
+        AutoModelForCausalLM.from_pretrained(out, quantization_config=AnyPrecisionConfig(default_precision=6))
+
+
+def test_card_has_no_placeholder_link_and_reports_resident_memory(saved_opt):
+    *_, out = saved_opt
+    card = (out / "README.md").read_text()
+    assert "https://github.com/)" not in card and "](http" not in card
+    assert "resident" in card and 'cache_dequantized="none"' in card
+
+
+def test_resident_bytes_stay_within_stored_plus_one_buffer_after_generate(saved_llama):
+    from hf_ext.any_precision.layer import release_workspace
+    from hf_ext.any_precision.model import (
+        any_precision_layers,
+        memory_report,
+        non_quantized_nbytes,
+        resident_nbytes,
+        working_buffer_nbytes,
+    )
+
+    family, _, tok, _, out = saved_llama
+    release_workspace()
+    model = AutoModelForCausalLM.from_pretrained(out)
+    layers = any_precision_layers(model).values()
+    stored = sum(m.stored_nbytes() for m in layers) + non_quantized_nbytes(model)
+    buffer = working_buffer_nbytes(model)
+    assert 0 < buffer <= 4 * max(m.in_features * m.out_features for m in layers)  # one layer's worth at most
+    ids = _ids(tok)[:1]
+    gen = dict(max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+    for k in model.precisions:
+        model.set_precision(k)
+        model.generate(ids, **gen)
+        assert resident_nbytes(model) <= stored + buffer, k
+    # an opted-in dense cache is over the bound by exactly its bytes, and memory_report says so
+    cached = AutoModelForCausalLM.from_pretrained(out, quantization_config=AnyPrecisionConfig(
+        cache_dequantized="active"))
+    cached.set_precision(4)
+    cached.generate(ids, **gen)
+    dense = sum(4 * m.in_features * m.out_features for m in layers)
+    assert resident_nbytes(cached) - resident_nbytes(model) == dense
+    assert memory_report(cached)[4]["cache_mib"] * 2**20 == pytest.approx(dense)
+    assert memory_report(model)[4]["cache_mib"] == 0
+
+
+def test_cached_and_uncached_greedy_outputs_are_identical(saved):
+    family, _, tok, _, out = saved
+    plain = AutoModelForCausalLM.from_pretrained(out)
+    cached = AutoModelForCausalLM.from_pretrained(out, quantization_config=AnyPrecisionConfig(cache_dequantized="all"))
+    ids = _ids(tok)
+    gen = dict(max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
+    for k in plain.precisions:
+        plain.set_precision(k)
+        cached.set_precision(k)
+        assert torch.equal(plain.generate(ids, **gen), cached.generate(ids, **gen)), k
+        assert torch.equal(_logits(plain, ids), _logits(cached, ids)), k

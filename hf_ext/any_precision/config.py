@@ -7,6 +7,7 @@ paper's calibration (100 x 512 tokens of C4) is out of reach of a CPU; those are
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -14,6 +15,20 @@ from ..common.quantizer import HfExtQuantizationConfig
 
 MIN_BITS, MAX_BITS = 2, 8
 CACHE_POLICIES = ("none", "active", "all")
+CPU_KERNELS = ("blocked", "gemv")
+
+
+def is_bits(value: Any) -> bool:
+    """An integer bit width in ``MIN_BITS..MAX_BITS`` (``4.0``, ``4.7``, ``"4"`` and ``True`` are not)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and MIN_BITS <= value <= MAX_BITS
+
+
+def check_bits(value: Any, what: str = "precision") -> int:
+    """``int(value)`` for an integer (Python or numpy), else ``ValueError``: ``4.7`` or ``"4"`` are refused, never
+    truncated or parsed. Whether the width is held is for the caller to check."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise ValueError(f"{what} must be an integer number of bits, got {value!r} ({type(value).__name__}).")
+    return int(value)
 
 
 @dataclass
@@ -26,12 +41,15 @@ class AnyPrecisionConfig(HfExtQuantizationConfig):
         calibration: Text source for the Fisher (squared-gradient) weights: "pydocs", a file or a folder.
         n_samples: Calibration windows.
         seqlen: Tokens per calibration window.
-        seed: Seed of the calibration window offsets.
-        kmeans_iterations: Lloyd iterations of the seed k-means.
-        split_iterations: Lloyd iterations of each weighted 2-means split during upscaling.
+        seed: Seed of the calibration window offsets and of the k-means++ draws.
+        kmeans_iterations: Lloyd iterations (per round) of the seed k-means.
+        split_method: How upscaling splits a cluster in two: "exact" (optimal position) or "lloyd".
+        split_iterations: Lloyd iterations of each split when ``split_method="lloyd"``.
         lut_dtype: Storage dtype of the per-row lookup tables.
         precisions: Precisions to load from a saved checkpoint (None: all); only planes up to the largest are read.
-        cache_dequantized: CPU path policy: "none", "active" or "all" (dequantized weights kept per precision).
+        cache_dequantized: Dense weight cache: "none" (default: forwards dequantize row blocks into one shared
+            working buffer, nothing dense stays resident), "active" or "all" (dense weights kept per precision).
+        cpu_kernel: CPU compute for few tokens without a dense cache: "blocked" (default) or "gemv" (numba).
         modules_to_not_convert: Substrings of linear names left in full precision.
         tokenizer: Tokenizer path for calibration when the model folder has none (not serialized).
         checksums: Filled by quantization: per-layer digests of every plane and table, verified on load.
@@ -49,12 +67,16 @@ class AnyPrecisionConfig(HfExtQuantizationConfig):
         default=16, metadata={"help": "Calibration windows; our CPU default (paper: 100). Each costs one backward."}
     )
     seqlen: int = field(default=512, metadata={"help": "Tokens per calibration window (paper: 512)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the calibration window offsets."})
+    seed: int = field(default=0, metadata={"help": "Seed of the calibration window offsets and k-means++ draws."})
     kmeans_iterations: int = field(
-        default=30, metadata={"help": "Lloyd iterations of the seed k-means (our choice; 1-D converges quickly)."}
+        default=50, metadata={"help": "Lloyd iterations per round of the seed k-means (official code: 50)."}
+    )
+    split_method: str = field(
+        default="exact", metadata={"help": "Cluster split during upscaling: 'exact' (the optimal weighted 2-means "
+                                   "position; the official code's choice) or 'lloyd' (the first pass's iterations)."}
     )
     split_iterations: int = field(
-        default=10, metadata={"help": "Lloyd iterations of each weighted 2-means split (our choice)."}
+        default=10, metadata={"help": "Lloyd iterations of each split when split_method='lloyd' (our choice)."}
     )
     lut_dtype: str = field(
         default="float16", metadata={"help": "Lookup table storage dtype: float16 (paper), bfloat16 or float32."}
@@ -65,9 +87,17 @@ class AnyPrecisionConfig(HfExtQuantizationConfig):
                   "quantization_config=AnyPrecisionConfig(precisions=[3, 4]) to from_pretrained."},
     )
     cache_dequantized: str = field(
-        default="active",
-        metadata={"help": "CPU path: 'none' dequantizes every forward, 'active' keeps the active precision's "
-                  "dense weight (rebuilt on the first forward after a switch), 'all' keeps every precision used."},
+        default="none",
+        metadata={"help": "Dense weight cache: 'none' (default, memory-honest: every forward dequantizes row blocks "
+                  "into one shared working buffer), 'active' keeps the active precision's dense weight (rebuilt on "
+                  "the first forward after a switch; faster, costs the dense bytes, reported by memory_report), "
+                  "'all' keeps every precision used."},
+    )
+    cpu_kernel: str = field(
+        default="blocked",
+        metadata={"help": "CPU path for at most 8 tokens when no dense cache is kept: 'blocked' (dequantize row "
+                  "blocks + matmul; bit-identical to the cached path) or 'gemv' (numba bitplane lookup GEMV from the "
+                  "codes, no weight block written; float32-close). Our choice: 'blocked' by default."},
     )
     modules_to_not_convert: list[str] | None = field(
         default=None, metadata={"help": "Substrings of decoder linear names left unquantized."}
@@ -98,18 +128,28 @@ class AnyPrecisionConfig(HfExtQuantizationConfig):
         if self.seed_bits > self.max_bits:
             raise ValueError(f"seed_bits ({self.seed_bits}) must not exceed max_bits ({self.max_bits}).")
         self.check_positive_ints("n_samples", "seqlen", "kmeans_iterations", "split_iterations")
+        if self.split_method not in ("exact", "lloyd"):
+            raise ValueError(f"split_method must be 'exact' or 'lloyd', got {self.split_method!r}.")
         if self.lut_dtype not in ("float16", "bfloat16", "float32"):
             raise ValueError(f"lut_dtype must be float16, bfloat16 or float32, got {self.lut_dtype!r}.")
+        if self.cpu_kernel not in CPU_KERNELS:
+            raise ValueError(f"cpu_kernel must be one of {CPU_KERNELS}, got {self.cpu_kernel!r}.")
         if self.cache_dequantized not in CACHE_POLICIES:
             raise ValueError(f"cache_dequantized must be one of {CACHE_POLICIES}, got {self.cache_dequantized!r}.")
         if self.precisions is not None:
-            self.precisions = sorted({int(p) for p in self.precisions})
-            bad = [p for p in self.precisions if not MIN_BITS <= p <= MAX_BITS]
+            bad = [p for p in self.precisions if not is_bits(p)]
             if bad or not self.precisions:
-                raise ValueError(f"precisions must be a non-empty list of bits in {MIN_BITS}..{MAX_BITS}, "
+                raise ValueError(f"precisions must be a non-empty list of integer bits in {MIN_BITS}..{MAX_BITS}, "
                                  f"got {self.precisions!r}.")
-        if self.default_precision is not None and not MIN_BITS <= int(self.default_precision) <= MAX_BITS:
-            raise ValueError(f"default_precision must be in {MIN_BITS}..{MAX_BITS}, got {self.default_precision!r}.")
+            self.precisions = sorted({int(p) for p in self.precisions})
+        if self.default_precision is not None:
+            if not is_bits(self.default_precision):
+                raise ValueError(f"default_precision must be an integer in {MIN_BITS}..{MAX_BITS}, got "
+                                 f"{self.default_precision!r}.")
+            self.default_precision = int(self.default_precision)
+            if self.default_precision not in self.stored_precisions:
+                raise ValueError(f"default_precision {self.default_precision} is not stored; the checkpoint holds "
+                                 f"{self.stored_precisions}.")
 
     @property
     def stored_precisions(self) -> list[int]:
@@ -132,5 +172,5 @@ class AnyPrecisionConfig(HfExtQuantizationConfig):
     def get_loading_attributes(self) -> dict[str, Any]:
         """Fields a ``quantization_config`` passed to ``from_pretrained`` overrides on a saved checkpoint."""
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        names = ("precisions", "cache_dequantized", "default_precision")
+        names = ("precisions", "cache_dequantized", "default_precision", "cpu_kernel")
         return {n: getattr(self, n) for n in names if getattr(self, n) != defaults[n]}

@@ -1,7 +1,7 @@
 """``hf-ext demo`` row: perplexity at 3, 4 and 8 bits from one any-precision checkpoint, and its size.
 
-To stay near the demo's time budget the calibration is tiny (4 windows of 256 tokens), the Lloyd iterations are
-capped lower than the defaults (10 for the seed, 5 per split), and the model is quantized in a copy; the benchmark
+To stay near the demo's time budget the calibration is tiny (4 windows of 256 tokens), the seed's Lloyd iterations
+are capped lower than the default (10), and the model is quantized in a copy; the benchmark
 (``benchmarks/any_precision.py``) uses the defaults and more calibration data.
 """
 
@@ -17,7 +17,7 @@ from .model import stored_mib
 
 def demo_rows(model, tokenizer, ctx: DemoContext) -> list[DemoRow]:
     qmodel = quantize(copy.deepcopy(model), tokenizer, AnyPrecisionConfig(
-        seed_bits=3, max_bits=8, n_samples=4, seqlen=256, kmeans_iterations=10, split_iterations=5))
+        seed_bits=3, max_bits=8, n_samples=4, seqlen=256, kmeans_iterations=10))
     dense_mib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     rows = []
     for k in (3, 4, 8):

@@ -38,7 +38,7 @@ from .config import AnyPrecisionConfig
 from .fisher import fisher_diagonal
 from .layer import _LUT_DTYPES, AnyPrecisionLinear
 from .model import any_precision_layers, bind
-from .seed import SortedRows, kmeans_bounds
+from .seed import SortedRows, kmeans_bounds, row_chunks
 from .upscale import upscale_bounds
 
 logger = logging.get_logger(__name__)
@@ -56,11 +56,18 @@ def target_linears(model: nn.Module, modules_to_not_convert: list[str] | None) -
 def quantize_weight(
     w: torch.Tensor, fisher: torch.Tensor, config: AnyPrecisionConfig
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """Seed k-means at ``seed_bits`` then upscaling to ``max_bits``: ``(codes uint8, {bits: table})``."""
-    rows = SortedRows.build(w, fisher)
-    bounds, lut = kmeans_bounds(rows, config.seed_bits, config.kmeans_iterations)
-    bounds, luts = upscale_bounds(rows, bounds, lut, config.max_bits, config.split_iterations)
-    return rows.codes(bounds).to(torch.uint8), luts
+    """Seed k-means at ``seed_bits`` then upscaling to ``max_bits``: ``(codes uint8, {bits: table})``.
+
+    Rows are independent, so they are processed in chunks (bounded float64 temporaries on wide layers)."""
+    codes, luts = [], []
+    for rs in row_chunks(*w.shape):
+        rows = SortedRows.build(w[rs], fisher[rs])
+        bounds, lut = kmeans_bounds(rows, config.seed_bits, config.kmeans_iterations, config.seed, rs.start)
+        bounds, chunk = upscale_bounds(rows, bounds, lut, config.max_bits, config.split_iterations,
+                                       config.split_method)
+        codes.append(rows.codes(bounds).to(torch.uint8))
+        luts.append(chunk)
+    return torch.cat(codes), {b: torch.cat([c[b] for c in luts]) for b in luts[0]}
 
 
 def tensor_digest(t: torch.Tensor) -> str:
@@ -96,6 +103,24 @@ def compute_fisher(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, c
     return fisher_diagonal(model, ids, targets, progress=progress)
 
 
+def check_checkpoint_keys(files: list[str], config: AnyPrecisionConfig) -> None:
+    """Raise ``ValueError`` naming the tensors the config lists (for the precisions to load) that no safetensors
+    file holds: a missing tensor is reported as missing, before anything loads, not later as a digest mismatch."""
+    files = [str(f) for f in files if str(f).endswith(".safetensors")]
+    if not files or not config.checksums:
+        return
+    present = set()
+    for f in files:
+        present |= set(read_safetensors_header(f)[0]) - {"__metadata__"}
+    loaded = config.loaded_precisions
+    keep = {f"plane_{p}" for p in range(loaded[-1])} | {f"lut_{k}" for k in loaded}
+    missing = [f"{layer}.{buf}" for layer, digests in config.checksums.items() for buf in digests
+               if buf in keep and f"{layer}.{buf}" not in present]
+    if missing:
+        raise ValueError(f"Any-precision checkpoint is missing {len(missing)} tensor(s), e.g. {missing[0]!r} "
+                         f"(listed in its config, absent from {', '.join(Path(f).name for f in files)}).")
+
+
 class AnyPrecisionQuantizer(HfExtQuantizer):
     """Calibrate + seed + upscale on a float model; rebuild packed layers before a saved checkpoint loads."""
 
@@ -119,7 +144,8 @@ class AnyPrecisionQuantizer(HfExtQuantizer):
             for name, lin in tqdm(targets.items(), desc="any-precision layers"):
                 codes, luts = quantize_weight(lin.weight.detach(), fisher.pop(name), cfg)
                 layer = AnyPrecisionLinear.from_codes(codes, luts, cfg.max_bits, bias=lin.bias, lut_dtype=lut_dtype,
-                                                      cache=cfg.cache_dequantized, dtype=lin.weight.dtype)
+                                                      cache=cfg.cache_dequantized, dtype=lin.weight.dtype,
+                                                      cpu_kernel=cfg.cpu_kernel)
                 set_submodule(model, name, layer)
                 digests[name] = layer_digests(layer)
         cfg.checksums = digests
@@ -129,10 +155,12 @@ class AnyPrecisionQuantizer(HfExtQuantizer):
     def _process_model_before_weight_loading(self, model, checkpoint_files=None, **kwargs):
         if self.pre_quantized and checkpoint_files:
             check_safetensors_complete([str(f) for f in checkpoint_files])
+            check_checkpoint_keys([str(f) for f in checkpoint_files], self.quantization_config)
         return super()._process_model_before_weight_loading(model, checkpoint_files=checkpoint_files, **kwargs)
 
     def build_skeleton(self, model: PreTrainedModel) -> None:
         cfg = self.quantization_config
+        cfg.validate()  # loading attributes passed to from_pretrained were set on the saved config unchecked
         if not cfg.checksums:
             raise ValueError("This any-precision checkpoint's config lists no layers (checksums missing); it is "
                              "corrupted or was not written by hf-ext.")
@@ -145,7 +173,7 @@ class AnyPrecisionQuantizer(HfExtQuantizer):
                 raise ValueError(f"Layer {name!r} of the any-precision config does not exist in this model.") from None
             layer = AnyPrecisionLinear(lin.in_features, lin.out_features, lin.bias is not None, loaded,
                                        lut_dtype=lut_dtype, cache=cfg.cache_dequantized, device="meta",
-                                       dtype=lin.weight.dtype)
+                                       dtype=lin.weight.dtype, cpu_kernel=cfg.cpu_kernel)
             set_submodule(model, name, layer)
         stored = cfg.stored_precisions
         skip_planes = [str(p) for p in range(loaded[-1], stored[-1])]
@@ -178,6 +206,8 @@ class AnyPrecisionQuantizer(HfExtQuantizer):
         cfg.checksums = {n: {b: d for b, d in e.items() if b in keep} for n, e in cfg.checksums.items()}
         cfg.available_precisions = loaded if loaded != list(range(cfg.seed_bits, cfg.max_bits + 1)) else None
         cfg.precisions = None
+        if cfg.default_precision not in loaded:
+            cfg.default_precision = None  # a stored default that was not loaded: the largest loaded width
 
     def attach(self, model: PreTrainedModel) -> None:
         bind(model)
