@@ -54,7 +54,7 @@ def evaluate_qa(model, tokenizer, rows: Sequence[dict], scorer: Scorer, icl_bank
     else:
         prompts = [qa_prompt(q) for q in questions]
     raw = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=0.0,
-                   batch_size=batch_size, seed=seed, progress=progress, desc="held-out")
+                   batch_size=batch_size, seed=seed, progress=progress, desc="held-out", stop=["\n"])
     responses = [first_line(t) for t in raw]
     scores = score_all(scorer, questions, responses, [r["answer"] for r in rows])
     mean, lo, hi = bootstrap_ci(scores, seed=seed)

@@ -2,10 +2,11 @@
 
 Checks, in this order (the first failing one is the sample's reason):
     1. ``unparsable``: the generation holds no "question ... Answer: answer" pair;
-    2. ``question_length`` / ``answer_length``: word counts outside the configured bounds;
-    3. ``duplicate``: ROUGE-L F1 of the question against any question kept so far (the seeds, earlier iterations,
+    2. ``not_a_question``: the question does not end with "?" (our choice; the model otherwise copies a sentence);
+    3. ``question_length`` / ``answer_length``: word counts outside the configured bounds;
+    4. ``duplicate``: ROUGE-L F1 of the question against any question kept so far (the seeds, earlier iterations,
        earlier samples of this batch) above ``max_rouge`` (Self-Instruct's rule and threshold, 0.7; ``rouge-score``);
-    4. ``low_quality``: a quality score (pluggable; default :func:`grounding_score`) under ``min_quality``.
+    5. ``low_quality``: a quality score (pluggable; default :func:`grounding_score`) under ``min_quality``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ..common.import_utils import require
 
-REASONS = ("unparsable", "question_length", "answer_length", "duplicate", "low_quality")
+REASONS = ("unparsable", "not_a_question", "question_length", "answer_length", "duplicate", "low_quality")
 _PAIR = re.compile(r"^\s*(?P<q>[^\n]+?)\s*\n?\s*Answer:\s*(?P<a>[^\n]+)", re.S)
 
 
@@ -78,6 +79,7 @@ def filter_samples(
     max_rouge: float = 0.7,
     min_quality: float = 0.0,
     quality_fn: Callable[[str, str, str | None], float] | None = None,
+    require_question_mark: bool = True,
 ) -> FilterResult:
     """Apply the checks of the module docstring to ``candidates`` (dicts with ``text``, the raw generation, and
     optionally ``passage``); a kept sample's question is added to the duplicate references at once."""
@@ -91,6 +93,9 @@ def filter_samples(
             result.rejected["unparsable"] += 1
             continue
         q, a = pair
+        if require_question_mark and not q.endswith("?"):
+            result.rejected["not_a_question"] += 1
+            continue
         if not question_words[0] <= len(q.split()) <= question_words[1]:
             result.rejected["question_length"] += 1
             continue

@@ -77,11 +77,13 @@ def _left_padding(tokenizer):
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 48, temperature: float = 0.7,
              top_p: float = 0.9, batch_size: int = 8, seed: int | None = 0, max_prompt_tokens: int = 768,
-             progress: bool = True, desc: str = "generate") -> list[str]:
+             progress: bool = True, desc: str = "generate", stop: Sequence[str] | None = None) -> list[str]:
     """Continuations of ``prompts`` (decoded without the prompt), in batches with a progress bar.
 
     ``temperature == 0`` decodes greedily. With a ``seed``, each batch starts from ``seed + batch index`` so a run
     is reproducible regardless of what ran before. Prompts longer than ``max_prompt_tokens`` keep their end.
+    ``stop``: strings that end a continuation early (``generate(stop_strings=...)``; saves most of the decoding
+    when the model goes on writing further examples).
     """
     from tqdm.auto import tqdm
 
@@ -91,6 +93,7 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 48,
     was_training = model.training
     model.eval()
     out: list[str] = []
+    extra = dict(stop_strings=list(stop), tokenizer=tokenizer) if stop else {}
     sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else \
         dict(do_sample=False, temperature=None, top_p=None, top_k=None)
     with _left_padding(tokenizer):
@@ -103,7 +106,7 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 48,
                 if seed is not None:
                     torch.manual_seed(seed + b)
                 ids = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                     **sampling)
+                                     **sampling, **extra)
                 new = ids[:, enc["input_ids"].shape[1]:]
                 out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
         finally:

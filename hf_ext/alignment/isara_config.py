@@ -93,6 +93,7 @@ class ISARAConfig:
             0.7).
         min_quality: samples whose quality score (default: ROUGE-L precision of the answer against its passage)
             is lower are dropped (our choice: 0.2).
+        require_question: drop samples whose question does not end with "?" (our choice: True).
 
     Parameters that control evaluation and fine-tuning:
 
@@ -126,6 +127,7 @@ class ISARAConfig:
     answer_words: tuple[int, int] = field(default=(3, 60), metadata={"help": "Kept answer words (ours)."})
     max_rouge: float = field(default=0.7, metadata={"help": "Duplicate ROUGE-L threshold (Self-Instruct)."})
     min_quality: float = field(default=0.2, metadata={"help": "Least sample quality kept (ours)."})
+    require_question: bool = field(default=True, metadata={"help": "Questions must end with '?' (ours)."})
     eval_max_new_tokens: int = field(default=32, metadata={"help": "Answer tokens when scoring held-out."})
     eval_batch_size: int = field(default=16, metadata={"help": "Held-out prompts per generate call."})
     sft: Any = field(default_factory=default_sft_config, metadata={"help": "trl.SFTConfig of every round."})

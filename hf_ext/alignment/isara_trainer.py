@@ -124,17 +124,8 @@ class ISARATrainer:
                  eval_dataset=None, scorer: Callable | None = None, quality_fn: Callable | None = None,
                  retriever: Retriever | None = None):
         self.args = args if args is not None else ISARAConfig()
-        if not isinstance(self.args, ISARAConfig):
-            raise ValueError(f"args must be an ISARAConfig, got {type(self.args).__name__}.")
-        self.seeds = validate_rows(seed_dataset, "seed_dataset")
-        self.eval_rows = None if eval_dataset is None else validate_rows(eval_dataset, "eval_dataset")
-        self.pool = load_pool_passages(pool)
-        k = self.args.icl_examples
-        if k > len(self.seeds):
-            raise ValueError(
-                f"icl_examples={k} exceeds the {len(self.seeds)} labeled seed examples available (seeds + pool: "
-                f"{len(self.seeds)} + {len(self.pool)}; pool passages are unlabeled and cannot serve as examples).")
-        self.output_dir = check_writable_dir(self.args.output_dir, self.args.overwrite)
+        self.seeds, self.eval_rows, self.pool, self.output_dir = self.check_inputs(
+            seed_dataset, pool, self.args, eval_dataset)
         self.tokenizer = tokenizer
         self.retriever = retriever or Retriever(self.args.retriever, self.args.embedding_model)
         self.scorer = scorer
@@ -145,12 +136,36 @@ class ISARATrainer:
         self.baseline: EvalResult | None = None
         self._anchors: list[str] | None = None
 
+    @staticmethod
+    def check_inputs(seed_dataset, pool, args: ISARAConfig, eval_dataset=None):
+        """Validate every input without a model: (seed rows, eval rows or None, pool passages, output folder).
+
+        Raises:
+            ValueError: empty or malformed seed / eval rows, a bad pool, more in-context examples than seeds.
+            FileExistsError, NotADirectoryError, PermissionError: an output folder that cannot be used.
+        """
+        if not isinstance(args, ISARAConfig):
+            raise ValueError(f"args must be an ISARAConfig, got {type(args).__name__}.")
+        seeds = validate_rows(seed_dataset, "seed_dataset")
+        eval_rows = None if eval_dataset is None else validate_rows(eval_dataset, "eval_dataset")
+        passages = load_pool_passages(pool)
+        k = args.icl_examples
+        if k > len(seeds):
+            raise ValueError(
+                f"icl_examples={k} exceeds the {len(seeds)} labeled seed examples available (seeds + pool: "
+                f"{len(seeds)} + {len(passages)}; pool passages are unlabeled and cannot serve as examples).")
+        return seeds, eval_rows, passages, check_writable_dir(args.output_dir, args.overwrite)
+
     def _wrap(self, model):
         if self.args.lora is None:
             return model
         from peft import PeftModel, get_peft_model
+        from transformers import set_seed
 
-        return model if isinstance(model, PeftModel) else get_peft_model(model, self.args.lora)
+        if isinstance(model, PeftModel):
+            return model
+        set_seed(self.args.seed)  # the adapter's random init follows the run's seed
+        return get_peft_model(model, self.args.lora)
 
     # ------------------------------------------------------------------------------------------------- stages
 
@@ -189,14 +204,16 @@ class ISARATrainer:
         a = self.args
         texts = generate(self.model, self.tokenizer, [p["prompt"] for p in prompts], max_new_tokens=a.max_new_tokens,
                          temperature=a.temperature, top_p=a.top_p, batch_size=a.generation_batch_size, seed=seed,
-                         max_prompt_tokens=a.max_prompt_tokens, desc="ISARA generate")
+                         max_prompt_tokens=a.max_prompt_tokens, desc="ISARA generate",
+                         stop=["\n\n", "\nQuestion:"])
         return [{"text": t, "passage": p["passage"]} for t, p in zip(texts, prompts)]
 
     def filter(self, candidates: list[dict]) -> FilterResult:
         a = self.args
         existing = [r["question"] for r in self.seeds] + [r["question"] for r in self.kept]
         return filter_samples(candidates, existing, question_words=a.question_words, answer_words=a.answer_words,
-                              max_rouge=a.max_rouge, min_quality=a.min_quality, quality_fn=self.quality_fn)
+                              max_rouge=a.max_rouge, min_quality=a.min_quality, quality_fn=self.quality_fn,
+                              require_question_mark=a.require_question)
 
     def fine_tune(self, rows: Sequence[dict], run_name: str = "sft") -> float:
         """One ``trl.SFTTrainer`` run on prompt-completion pairs of ``rows``; returns the mean training loss."""
