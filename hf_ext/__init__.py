@@ -30,8 +30,9 @@ _import_structure: dict[str, list[str]] = {
     "structured": ["StructuredPruningConfig", "prune_structured"],
     "any_precision": ["AnyPrecisionConfig", "AnyPrecisionLinear"],
     "speculative": ["SpeculativeGenerationMixin", "SpeculativeConfig"],
+    "alignment": ["ISARAConfig", "ISARATrainer"],
 }
-_SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics")
+_SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics", "alignment")
 
 __all__ = sorted(n for names in _import_structure.values() for n in names) + list(_SUBPACKAGES)
 __getattr__ = lazy_getattr(__name__, globals(), _import_structure, _SUBPACKAGES)
@@ -46,6 +47,7 @@ def _register() -> None:
 _register()
 
 if TYPE_CHECKING:
+    from .alignment import ISARAConfig, ISARATrainer
     from .any_precision import AnyPrecisionConfig, AnyPrecisionLinear
     from .common.data import calibration_batches, load_text
     from .common.models import default_model_path, load_default_model, load_model, tiny_model

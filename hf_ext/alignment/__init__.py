@@ -24,7 +24,7 @@ _import_structure: dict[str, list[str]] = {
     "retrieval": ["Retriever", "passage_quality", "rank_pool", "nearest_examples", "bm25_scores"],
     "generation": ["icl_prompt", "qa_prompt", "generate"],
     "filtering": ["filter_samples", "parse_sample", "FilterResult", "max_rouge_l", "grounding_score"],
-    "scoring": ["DomainScorer", "RewardModelScorer", "bootstrap_ci", "score_all"],
+    "scoring": ["DomainScorer", "RewardModelScorer", "bootstrap_ci", "paired_bootstrap_diff", "score_all"],
     "evaluation": ["evaluate_qa", "EvalResult"],
     "report": ["IterationReport", "save_report"],
     "domain": ["load_seeds", "load_heldout", "load_pool", "evidence_found"],
@@ -52,6 +52,7 @@ __all__ = [
     "load_seeds",
     "max_rouge_l",
     "nearest_examples",
+    "paired_bootstrap_diff",
     "parse_sample",
     "passage_quality",
     "qa_prompt",
@@ -72,4 +73,4 @@ if TYPE_CHECKING:
     from .isara_trainer import ISARATrainer, load_pool_passages, validate_rows
     from .report import IterationReport, save_report
     from .retrieval import Retriever, bm25_scores, nearest_examples, passage_quality, rank_pool
-    from .scoring import DomainScorer, RewardModelScorer, bootstrap_ci, score_all
+    from .scoring import DomainScorer, RewardModelScorer, bootstrap_ci, paired_bootstrap_diff, score_all

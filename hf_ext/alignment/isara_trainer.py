@@ -134,6 +134,7 @@ class ISARATrainer:
         self.kept: list[dict] = []
         self.history: list[IterationReport] = []
         self.baseline: EvalResult | None = None
+        self.last_eval: EvalResult | None = None  # with per-question scores and answers
         self._anchors: list[str] | None = None
 
     @staticmethod
@@ -179,6 +180,11 @@ class ISARATrainer:
                 raise ValueError(f"No pool passage reaches pool_min_quality={self.args.pool_min_quality}.")
             self._anchors = [self.pool[i] for i in order]
         return self._anchors
+
+    def use_anchors(self, passages: Sequence[str]) -> None:
+        """Use ``passages`` (already in retrieval order, e.g. another trainer's :meth:`anchors`) as this run's
+        anchors, skipping the ranking (runs compared at the same budget then see the same passages)."""
+        self._anchors = list(passages)
 
     def build_prompts(self, n: int, offset: int = 0) -> list[dict]:
         """``n`` generation prompts (dicts with ``prompt`` and ``passage``) for anchors ``offset .. offset + n``,
@@ -240,9 +246,10 @@ class ISARATrainer:
             from .scoring import DomainScorer
 
             self.scorer = DomainScorer(self.retriever)
-        return evaluate_qa(self.model, self.tokenizer, self.eval_rows, self.scorer,
-                           max_new_tokens=self.args.eval_max_new_tokens, batch_size=self.args.eval_batch_size,
-                           seed=self.args.seed)
+        self.last_eval = evaluate_qa(self.model, self.tokenizer, self.eval_rows, self.scorer,
+                                     max_new_tokens=self.args.eval_max_new_tokens,
+                                     batch_size=self.args.eval_batch_size, seed=self.args.seed, progress=False)
+        return self.last_eval
 
     # ------------------------------------------------------------------------------------------------- loop
 

@@ -5,7 +5,8 @@
   The 0.5 / 0.5 mix is our choice.
 * :class:`RewardModelScorer`: a reward model through a ``transformers`` text-classification pipeline, for users
   who have one (the score of the prompt + response; no reference needed).
-* :func:`bootstrap_ci`: mean and percentile bootstrap confidence interval of per-question scores.
+* :func:`bootstrap_ci`: mean and percentile bootstrap confidence interval of per-question scores;
+  :func:`paired_bootstrap_diff`: the same for the difference of two systems on the same questions.
 """
 
 from __future__ import annotations
@@ -108,3 +109,12 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, alpha: float = 0.0
     means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(x.mean()), float(lo), float(hi)
+
+
+def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, alpha: float = 0.05,
+                          seed: int = 0) -> tuple[float, float, float]:
+    """(mean of a - b, low, high) over the same questions, resampled together (a paired bootstrap)."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape or x.size == 0:
+        raise ValueError("paired_bootstrap_diff needs two non-empty score lists of the same length.")
+    return bootstrap_ci(x - y, n_boot=n_boot, alpha=alpha, seed=seed)
