@@ -289,3 +289,34 @@ def test_reproducible_with_a_seed(tmp_path):
     assert not all(torch.equal(wa[n], wc[n]) for n in wa)
     gen = lambda tr: tr.generate_round(4, seed=11)
     assert [x["text"] for x in gen(a)] == [x["text"] for x in gen(b)]
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+def test_cli_align_checks_input_before_loading_the_model(tmp_path):
+    from hf_ext.cli import build_parser
+
+    bad = tmp_path / "seeds.jsonl"
+    bad.write_text(json.dumps({"question": "q only"}) + "\n")
+    args = build_parser().parse_args(["align", "--model", str(tmp_path / "no_such_model"), "--seeds", str(bad),
+                                      "--pool", "none", "--out", str(tmp_path / "out")])
+    with pytest.raises(ValueError, match="--seeds row 0 lacks"):
+        args.func(args)
+
+
+def test_cli_align_runs_one_iteration(tmp_path, capsys):
+    from hf_ext.cli import build_parser
+    from hf_ext.common.models import tiny_model
+
+    model, tok = tiny_model("llama")
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    (tmp_path / "pool.txt").write_text("\n\n".join(POOL))
+    args = build_parser().parse_args([
+        "align", "--model", str(tmp_path / "m"), "--pool", str(tmp_path / "pool.txt"), "--out", str(tmp_path / "o"),
+        "--iterations", "1", "--samples-per-iteration", "2", "--icl-examples", "2", "--retriever", "bm25",
+        "--max-new-tokens", "6", "--max-steps", "1", "--eval-limit", "2"])
+    assert args.func(args) == 0
+    assert "| 1 | 2 |" in capsys.readouterr().out
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["iterations"][0]["generated"] == 2 and (tmp_path / "o" / "final" / "adapter_config.json").is_file()
