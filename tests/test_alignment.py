@@ -116,6 +116,20 @@ def test_icl_prompt_holds_exactly_k_examples():
         icl_prompt(seeds[:2], passage="p", question="q")
 
 
+def test_generation_stops_each_sequence_at_its_stop_string():
+    from hf_ext.alignment import generate
+    from hf_ext.common.models import tiny_model
+
+    model, tok = tiny_model("llama")
+    prompts = ["The quick brown", "A function"]
+    free = generate(model, tok, prompts, max_new_tokens=30, temperature=1.0, seed=5, progress=False)
+    stopped = generate(model, tok, prompts, max_new_tokens=30, temperature=1.0, seed=5, progress=False, stop=["e"])
+    for f, s in zip(free, stopped):
+        cut = f.index("e") if "e" in f else None
+        assert s == (f if cut is None else s) and f.startswith(s) and (cut is None or "e" in s[-6:])
+    assert any(len(s) < len(f) for f, s in zip(free, stopped))
+
+
 def test_parse_sample():
     assert parse_sample(" What does x do?\nAnswer: x does y.\nQuestion: next") == ("What does x do?", "x does y.")
     assert parse_sample(" What does x do? Answer: x does y.") == ("What does x do?", "x does y.")
