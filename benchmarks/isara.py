@@ -9,7 +9,8 @@ bootstrap CI; differences: paired bootstrap over the same questions. Wall time: 
 evaluation included.
 
 The CPU default is sized for ~8 minutes on the idle 2-core machine with Gemma 3 270M, which forces tiny budgets:
-8 generations per round, 2 in-context examples, 32 held-out questions, 1 SFT epoch, one seed (``--rounds 1``).
+8 generations per round, 2 in-context examples, 32 held-out questions, 1 SFT epoch per round with every
+example trained on once (``train_on="new"``), one seed (``--rounds 1``).
 ``--device cuda`` switches to the prepared GPU budgets (128 generations per round, 4 in-context examples, all 105
 held-out questions, 2 epochs, 3 seeds).
 
@@ -46,13 +47,15 @@ from hf_ext.alignment import (  # noqa: E402
 )
 from hf_ext.alignment.isara_config import default_sft_config  # noqa: E402
 
+TRAIN_ON_WORDS = {"new": "the seeds + round-1 samples, then only each round's new samples (each example once)",
+                  "seeds+kept": "the seeds + every sample kept so far", "kept": "every sample kept so far"}
 PROFILES = {
     "cpu": dict(samples=8, iterations=3, heldout=32, icl=2, max_new_tokens=40, eval_max_new_tokens=20, epochs=1.0,
-                prefilter=300, gen_batch=8, eval_batch=16, rounds=1),
+                prefilter=300, gen_batch=8, eval_batch=16, rounds=1, train_on="new"),
     "cuda": dict(samples=128, iterations=3, heldout=105, icl=4, max_new_tokens=64, eval_max_new_tokens=32,
-                 epochs=2.0, prefilter=2000, gen_batch=64, eval_batch=64, rounds=3),
+                 epochs=2.0, prefilter=2000, gen_batch=64, eval_batch=64, rounds=3, train_on="seeds+kept"),
     "smoke": dict(samples=2, iterations=3, heldout=4, icl=2, max_new_tokens=8, eval_max_new_tokens=4, epochs=1.0,
-                  prefilter=40, gen_batch=4, eval_batch=4, rounds=1),
+                  prefilter=40, gen_batch=4, eval_batch=4, rounds=1, train_on="new"),
 }
 
 
@@ -79,7 +82,7 @@ def config(args, p, out: str, seed: int) -> ISARAConfig:
                        icl_examples=p["icl"], max_new_tokens=p["max_new_tokens"],
                        eval_max_new_tokens=p["eval_max_new_tokens"], pool_prefilter=p["prefilter"],
                        generation_batch_size=p["gen_batch"], eval_batch_size=p["eval_batch"], seed=seed,
-                       max_prompt_tokens=160 if args.smoke else 768, sft=sft,
+                       max_prompt_tokens=160 if args.smoke else 768, sft=sft, train_on=p["train_on"],
                        pool_min_quality=0.3 if args.smoke else 0.5)
 
 
@@ -218,7 +221,7 @@ def main() -> None:
     budget = (f"Budgets: {p['samples']} generations per round x {p['iterations']} rounds (one-round run: "
               f"{p['samples'] * p['iterations']}), {p['icl']} in-context examples, {len(heldout)} held-out questions "
               f"(greedy, {p['eval_max_new_tokens']} new tokens), {p['max_new_tokens']} new tokens per generated "
-              f"sample, SFT {p['epochs']:g} epoch(s) per round on seeds + kept (LoRA r 8), pool: "
+              f"sample, SFT {p['epochs']:g} epoch(s) per round on {TRAIN_ON_WORDS[p['train_on']]} (LoRA r 8), pool: "
               f"{len(pool)} doc passages, BM25 prefilter to {p['prefilter']}, {p['rounds']} seed(s). "
               f"Total wall time {total:.0f} s.")
     text = "\n".join([budget, "", body, "", "Findings (computed from the scores above):", *findings,

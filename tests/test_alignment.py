@@ -198,7 +198,8 @@ def test_config_validation_and_round_trip(tmp_path):
     assert ISARAConfig.from_dict({**cfg.to_dict(), "lora": None}).lora is None
     for bad, field in [({"iterations": 0}, "iterations"), ({"retriever": "tfidf"}, "retriever"),
                        ({"max_rouge": 1.5}, "max_rouge"), ({"answer_words": (9, 3)}, "answer_words"),
-                       ({"icl_examples": 2.5}, "icl_examples"), ({"sft": 3}, "sft")]:
+                       ({"icl_examples": 2.5}, "icl_examples"), ({"sft": 3}, "sft"),
+                       ({"train_on": "all"}, "train_on")]:
         with pytest.raises(ValueError, match=field):
             ISARAConfig(**bad)
     with pytest.raises(ValueError, match="Unknown ISARAConfig keys"):
@@ -289,6 +290,9 @@ def test_kept_samples_enter_the_next_fine_tuning(tmp_path, monkeypatch):
     r1, r2 = tr.history
     assert (r1.kept, r2.kept) == (2, 2) and (r1.train_samples, r2.train_samples) == (10, 12)
     assert r2.rejected["duplicate"] == 0 and [s["iteration"] for s in tr.kept] == [1, 1, 2, 2]
+    calls.clear()
+    inc, _ = run_once(tmp_path, "canned_new", iterations=2, samples_per_iteration=2, min_quality=0.0, train_on="new")
+    assert [r.train_samples for r in inc.history] == [10, 2]
     lines = (tr.output_dir / "samples_iter2.jsonl").read_text().splitlines()
     assert [json.loads(x)["question"] for x in lines] == ["What does module2.function2 compute here?",
                                                         "What does module3.function3 compute here?"]

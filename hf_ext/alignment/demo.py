@@ -1,6 +1,6 @@
 """``hf-ext demo`` row: one small ISARA iteration on the given model, held-out score before and after.
 
-Sized for well under a minute on a CPU: 4 generated samples, 2 in-context examples, 4 LoRA steps and 8 held-out
+Sized for well under a minute on a CPU: 4 generated samples, 2 in-context examples, 3 LoRA steps and 8 held-out
 questions, so the before / after difference is noise-sized; ``benchmarks/isara.py`` runs the real comparison.
 The LoRA layers are removed again at the end, so later rows see the model unchanged.
 """
@@ -20,7 +20,7 @@ def demo_rows(model, tokenizer, ctx: DemoContext) -> list[DemoRow]:
     from .isara_trainer import ISARATrainer
 
     sft = default_sft_config()
-    sft.max_steps, sft.learning_rate, sft.logging_steps = 4, 5e-4, 100
+    sft.max_steps, sft.learning_rate, sft.logging_steps = 3, 5e-4, 100
     with tempfile.TemporaryDirectory(prefix="hf_ext_isara_demo_") as tmp:
         cfg = ISARAConfig(output_dir=f"{tmp}/out", iterations=1, samples_per_iteration=4, icl_examples=2,
                           max_new_tokens=32, eval_max_new_tokens=16, pool_prefilter=64, sft=sft)

@@ -9,6 +9,8 @@ from typing import Any
 
 from .retrieval import RETRIEVERS
 
+TRAIN_ON = ("seeds+kept", "kept", "new")
+
 
 def default_sft_config():
     """Our SFT defaults: LoRA-sized learning rate, 2 epochs, no checkpoints, no gradient checkpointing, bf16 only
@@ -60,8 +62,10 @@ class ISARAConfig:
         overwrite: replace what hf-ext wrote in a non-empty ``output_dir`` (other files are kept).
         iterations: self-alignment rounds (our choice: 3).
         samples_per_iteration: generations per round, before filtering (the paper's budget unit: 512).
-        train_on_seeds: each round fine-tunes on the seeds plus every sample kept so far (our choice: True); False:
-            the kept samples only.
+        train_on: what each round fine-tunes on (the adapter carries over between rounds): ``"seeds+kept"`` the
+            seeds plus every sample kept so far (our choice, the default); ``"kept"`` every kept sample, no seeds;
+            ``"new"`` the seeds plus this round's samples in round 1, then only each round's new samples (every
+            example seen once: the cheapest, used by the CPU benchmark).
         seed: seed of generation and fine-tuning.
 
     Parameters that control retrieval:
@@ -111,7 +115,7 @@ class ISARAConfig:
     overwrite: bool = field(default=False, metadata={"help": "Replace hf-ext's files in a non-empty output_dir."})
     iterations: int = field(default=3, metadata={"help": "Self-alignment rounds (our choice)."})
     samples_per_iteration: int = field(default=64, metadata={"help": "Generations per round before filtering."})
-    train_on_seeds: bool = field(default=True, metadata={"help": "Fine-tune on seeds + kept (our choice)."})
+    train_on: str = field(default="seeds+kept", metadata={"help": "'seeds+kept', 'kept' or 'new' (our choice)."})
     seed: int = field(default=0, metadata={"help": "Seed of generation and fine-tuning."})
     icl_examples: int = field(default=4, metadata={"help": "In-context examples per prompt (our choice)."})
     retriever: str = field(default="embedding", metadata={"help": "'embedding' or 'bm25' (our choice)."})
@@ -139,6 +143,8 @@ class ISARAConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if self.train_on not in TRAIN_ON:
+            raise ValueError(f"train_on must be one of {TRAIN_ON}, got {self.train_on!r}.")
         if self.retriever not in RETRIEVERS:
             raise ValueError(f"retriever must be one of {RETRIEVERS}, got {self.retriever!r}.")
         if self.pool_prefilter is not None and (not isinstance(self.pool_prefilter, int) or self.pool_prefilter < 1):

@@ -264,8 +264,12 @@ class ISARATrainer:
         t1 = time.perf_counter()
         result = self.filter(candidates)
         t2 = time.perf_counter()
-        self.kept.extend({**s, "iteration": iteration} for s in result.kept)
-        rows = (self.seeds if a.train_on_seeds else []) + self.kept
+        new = [{**s, "iteration": iteration} for s in result.kept]
+        self.kept.extend(new)
+        if a.train_on == "new":
+            rows = (self.seeds if not self.history else []) + new
+        else:
+            rows = (self.seeds if a.train_on == "seeds+kept" else []) + self.kept
         loss = self.fine_tune(rows, run_name=f"iter{iteration}") if rows else None
         t3 = time.perf_counter()
         ev = self.evaluate()
