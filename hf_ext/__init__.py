@@ -32,7 +32,8 @@ _import_structure: dict[str, list[str]] = {
     "speculative": ["SpeculativeGenerationMixin", "SpeculativeConfig"],
     "alignment": ["ISARAConfig", "ISARATrainer"],
 }
-_SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics", "alignment")
+_SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics",
+                "alignment")
 
 __all__ = sorted(n for names in _import_structure.values() for n in names) + list(_SUBPACKAGES)
 __getattr__ = lazy_getattr(__name__, globals(), _import_structure, _SUBPACKAGES)
