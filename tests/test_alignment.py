@@ -338,3 +338,21 @@ def test_cli_align_runs_one_iteration(tmp_path, capsys):
     assert "| 1 | 2 |" in capsys.readouterr().out
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["iterations"][0]["generated"] == 2 and (tmp_path / "o" / "final" / "adapter_config.json").is_file()
+
+
+@pytest.mark.slow  # reads and ranks the whole python-docs pool (about a minute on a loaded CPU)
+def test_demo_row_runs_and_leaves_the_model_unchanged():
+    from hf_ext.alignment.demo import demo_rows
+    from hf_ext.common.data import pydocs_root
+    from hf_ext.common.demo import DemoContext
+    from hf_ext.common.models import tiny_model
+
+    try:
+        pydocs_root()
+    except FileNotFoundError:
+        pytest.skip("python3.11-doc not installed")
+    model, tok = tiny_model("llama")
+    names = sorted(n for n, _ in model.named_parameters())
+    (row,) = demo_rows(model, tok, DemoContext())
+    assert row.capability == "alignment" and 0.0 <= row.value <= 1.0 and 0.0 <= row.baseline <= 1.0
+    assert sorted(n for n, _ in model.named_parameters()) == names  # the LoRA layers are gone again
