@@ -73,6 +73,10 @@ def plot_report(iterations: list[IterationReport], path: str | Path, baseline: d
         ax3.set_ylabel("SFT loss")
         ax3.legend(loc="lower right", fontsize=7)
     ax2.legend(loc="upper left", fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
