@@ -1,7 +1,7 @@
 """``hf-ext demo`` row: one small ISARA iteration on the given model, held-out score before and after.
 
 Sized for about a minute on an idle 2-core CPU (estimated, not measured: see the report): 4 generated samples of at
-most 24 tokens, 1 in-context example, 2 LoRA steps of 4 rows and 8 held-out questions (12-token answers), so the
+most 24 tokens, 1 in-context example, 2 LoRA steps of 2 rows and 8 held-out questions (12-token answers), so the
 before / after difference is noise-sized; ``benchmarks/isara.py`` runs the real comparison.
 The LoRA layers are removed again at the end, so later rows see the model unchanged.
 """
@@ -21,7 +21,7 @@ def demo_rows(model, tokenizer, ctx: DemoContext) -> list[DemoRow]:
     from .isara_trainer import ISARATrainer
 
     sft = default_sft_config()
-    sft.max_steps, sft.per_device_train_batch_size, sft.learning_rate, sft.logging_steps = 2, 4, 5e-4, 100
+    sft.max_steps, sft.per_device_train_batch_size, sft.learning_rate, sft.logging_steps = 2, 2, 1e-3, 100
     with tempfile.TemporaryDirectory(prefix="hf_ext_isara_demo_") as tmp:
         cfg = ISARAConfig(output_dir=f"{tmp}/out", iterations=1, samples_per_iteration=4, icl_examples=1,
                           max_new_tokens=24, eval_max_new_tokens=12, pool_prefilter=64, sft=sft)
