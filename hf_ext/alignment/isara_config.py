@@ -9,7 +9,7 @@ from typing import Any
 
 from .retrieval import RETRIEVERS
 
-TRAIN_ON = ("seeds+kept", "kept", "new")
+TRAIN_ON = ("seeds+kept", "kept", "new", "new_only")
 
 
 def default_sft_config():
@@ -65,7 +65,8 @@ class ISARAConfig:
         train_on: what each round fine-tunes on (the adapter carries over between rounds): ``"seeds+kept"`` the
             seeds plus every sample kept so far (our choice, the default); ``"kept"`` every kept sample, no seeds;
             ``"new"`` the seeds plus this round's samples in round 1, then only each round's new samples (every
-            example seen once: the cheapest, used by the CPU benchmark).
+            example seen once); ``"new_only"`` only each round's new samples, for a model already fine-tuned on the
+            seeds (the CPU benchmark's warm start).
         seed: seed of generation and fine-tuning.
 
     Parameters that control retrieval:
@@ -115,7 +116,7 @@ class ISARAConfig:
     overwrite: bool = field(default=False, metadata={"help": "Replace hf-ext's files in a non-empty output_dir."})
     iterations: int = field(default=3, metadata={"help": "Self-alignment rounds (our choice)."})
     samples_per_iteration: int = field(default=64, metadata={"help": "Generations per round before filtering."})
-    train_on: str = field(default="seeds+kept", metadata={"help": "'seeds+kept', 'kept' or 'new' (our choice)."})
+    train_on: str = field(default="seeds+kept", metadata={"help": "'seeds+kept', 'kept', 'new' or 'new_only' (ours)."})
     seed: int = field(default=0, metadata={"help": "Seed of generation and fine-tuning."})
     icl_examples: int = field(default=4, metadata={"help": "In-context examples per prompt (our choice)."})
     retriever: str = field(default="embedding", metadata={"help": "'embedding' or 'bm25' (our choice)."})

@@ -266,8 +266,8 @@ class ISARATrainer:
         t2 = time.perf_counter()
         new = [{**s, "iteration": iteration} for s in result.kept]
         self.kept.extend(new)
-        if a.train_on == "new":
-            rows = (self.seeds if not self.history else []) + new
+        if a.train_on in ("new", "new_only"):
+            rows = (self.seeds if not self.history and a.train_on == "new" else []) + new
         else:
             rows = (self.seeds if a.train_on == "seeds+kept" else []) + self.kept
         loss = self.fine_tune(rows, run_name=f"iter{iteration}") if rows else None
