@@ -7,7 +7,7 @@ from pathlib import Path
 
 ORDER = [
     "foundation", "compression", "compression_disk", "llmc_baseline", "structured", "structured_speed", "any_precision",
-    "gpu_any_precision", "speculative", "samia", "samia_cpu", "serving",
+    "gpu_any_precision", "speculative", "samia", "samia_cpu", "serving", "isara", "isara_cuda",
 ]
 HEADER = """# Measured results
 

@@ -35,9 +35,10 @@ _import_structure: dict[str, list[str]] = {
     "structured.optimum": ["OptimumStructuredPruner"],
     "any_precision.optimum": ["OptimumAnyPrecisionQuantizer"],
     "serving": ["BestEffortServer", "ServingSimulator", "Router"],
+    "alignment": ["ISARAConfig", "ISARATrainer"],
 }
 _SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics",
-                "serving")
+                "serving", "alignment")
 
 __all__ = sorted(n for names in _import_structure.values() for n in names) + list(_SUBPACKAGES)
 __getattr__ = lazy_getattr(__name__, globals(), _import_structure, _SUBPACKAGES)
@@ -55,6 +56,7 @@ def _register() -> None:
 _register()
 
 if TYPE_CHECKING:
+    from .alignment import ISARAConfig, ISARATrainer
     from .any_precision import AnyPrecisionConfig, AnyPrecisionLinear
     from .any_precision.optimum import OptimumAnyPrecisionQuantizer
     from .common.data import calibration_batches, load_text

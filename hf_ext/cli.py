@@ -26,6 +26,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "hf_ext.privacy.cli",
     "hf_ext.speculative.cli",
     "hf_ext.serving.cli",
+    "hf_ext.alignment.cli",
 )
 
 _DEMO_MODULES: tuple[str, ...] = (
@@ -35,6 +36,7 @@ _DEMO_MODULES: tuple[str, ...] = (
     "hf_ext.speculative.demo",
     "hf_ext.privacy.demo",
     "hf_ext.serving.demo",
+    "hf_ext.alignment.demo",
 )
 
 

@@ -17,6 +17,7 @@ EXPECTED = {
     "speculative_decoding.py": "verify steps",
     "membership_inference.py": "SaMIA: AUROC",
     "best_effort_serving.py": "best-effort server answered",
+    "self_alignment.py": "held-out score before",
 }
 
 
