@@ -24,7 +24,35 @@ _import_structure: dict[str, list[str]] = {
     "metrics": ["continual_metrics", "average_accuracy", "learning_accuracy", "backward_transfer",
                 "forward_transfer", "forgetting", "matrix_from_predictions", "exact_match_accuracy"],
 }
-__all__ = sorted(n for names in _import_structure.values() for n in names)
+__all__ = [
+    "ContinualResult",
+    "ContinualTrainer",
+    "DEFAULT_SCHEDULE",
+    "ExecutorConfig",
+    "ReplayBuffer",
+    "ReplayConfig",
+    "TOOLS",
+    "TaskSpec",
+    "Tool",
+    "ToolCLBenchmark",
+    "ToolError",
+    "ToolExecutor",
+    "ToolResult",
+    "average_accuracy",
+    "backward_transfer",
+    "continual_metrics",
+    "evaluate_task",
+    "exact_match_accuracy",
+    "extract_call",
+    "forgetting",
+    "format_call",
+    "forward_transfer",
+    "get_tool",
+    "learning_accuracy",
+    "matrix_from_predictions",
+    "parse_call",
+    "toolbox",
+]
 
 __getattr__ = lazy_getattr(__name__, globals(), _import_structure)
 

@@ -55,16 +55,6 @@ class TaskSpec:
         toolbox(self.tools)  # two versions under one call name in one task is an error
 
 
-DEFAULT_SCHEDULE: tuple[TaskSpec, ...] = (
-    TaskSpec("arithmetic+units", ("add@1", "convert@1"), "add and convert appear"),
-    TaskSpec("rename+dates", ("plus@1", "days_between@1"), "add renamed to plus; days_between appears"),
-    TaskSpec("signature+strings", ("convert@2", "reverse@1"), "convert takes 'from->to'; reverse appears"),
-    TaskSpec("behaviour+tables", ("days_between@2", "lookup@1"), "days_between counts both ends; lookup appears"),
-    TaskSpec("calculator+dates", ("calc@1", "add_days@1"), "calc and add_days appear"),
-    TaskSpec("strings+products", ("mul@1", "count_char@1", "upper@1"), "mul, count_char, upper appear"),
-)
-
-
 # ------------------------------------------------------------------------------ question templates per family
 
 def _date(rng: random.Random) -> str:
@@ -140,6 +130,16 @@ _QUESTIONS: dict[tuple[str, int], Callable[[random.Random], tuple[str, list]]] =
     ("convert", 2): _q_convert2, ("days_between", 2): _q_days_between, ("add_days", 2): _q_add_days,
     ("reverse", 1): _q_reverse, ("upper", 1): _q_upper, ("count_char", 2): _q_count_char, ("lookup", 2): _q_lookup,
 }
+
+
+DEFAULT_SCHEDULE: tuple[TaskSpec, ...] = (
+    TaskSpec("arithmetic+units", ("add@1", "convert@1"), "add and convert appear"),
+    TaskSpec("rename+dates", ("plus@1", "days_between@1"), "add renamed to plus; days_between appears"),
+    TaskSpec("signature+strings", ("convert@2", "reverse@1"), "convert takes 'from->to'; reverse appears"),
+    TaskSpec("behaviour+tables", ("days_between@2", "lookup@1"), "days_between counts both ends; lookup appears"),
+    TaskSpec("calculator+dates", ("calc@1", "add_days@1"), "calc and add_days appear"),
+    TaskSpec("strings+products", ("mul@1", "count_char@1", "upper@1"), "mul, count_char, upper appear"),
+)
 
 
 def format_call(name: str, args: list) -> str:
