@@ -17,9 +17,7 @@ from hf_ext.tool_cl import (
     toolbox,
 )
 from hf_ext.tool_cl.executor import CallRefused
-from hf_ext.tool_cl.tools import TOOLS, Tool
-
-ALL = {t.name: t for t in TOOLS.values() if t.version == max(v.version for v in TOOLS.values() if v.name == t.name)}
+from hf_ext.tool_cl.tools import Tool
 
 
 def _run(text, tools=None, **cfg):
@@ -121,7 +119,8 @@ def test_tools_change_between_tasks():
     assert "add" in bench.tools(0) and "add" not in bench.tools(1) and "plus" in bench.tools(1)  # renamed
     assert bench.tools(0)["convert"].arity == 3 and bench.tools(2)["convert"].arity == 2  # new signature
     d1, d2 = bench.tools(1)["days_between"], bench.tools(3)["days_between"]  # new behaviour, same call
-    assert d1.arity == d2.arity and d1.fn("2024-01-01", "2024-01-03") == "2" and d2.fn("2024-01-01", "2024-01-03") == "3"
+    assert d1.arity == d2.arity
+    assert d1.fn("2024-01-01", "2024-01-03") == "2" and d2.fn("2024-01-01", "2024-01-03") == "3"
     # a task-0 call is wrong in task 1's environment (the rename)
     call = bench[0]["test"].filter(lambda r: r["tool"] == "add@1")[0]["tool_completion"]
     assert ToolExecutor(bench.tools(0)).run(call).ok and not ToolExecutor(bench.tools(1)).run(call).ok
@@ -239,3 +238,19 @@ def test_trainer_tokenizes_with_prompt_masked():
     assert tok.decode(ds[0]["labels"][n_prompt:-1]) == row["tool_completion"]
     with pytest.raises(ValueError, match="bench must be a ToolCLBenchmark"):
         ContinualTrainer(model, tok, [bench[0]])
+
+
+def test_completion_loss_equals_the_models_own_loss():
+    import torch
+
+    from hf_ext.common.models import tiny_model
+    from hf_ext.tool_cl.trainer import completion_loss
+
+    model, _ = tiny_model("llama")
+    ids = torch.randint(4, 300, (3, 12))
+    labels = ids.clone()
+    labels[0, :7], labels[1, :4], labels[2, :10] = -100, -100, -100  # prompts of different lengths
+    labels[1, 9:] = -100  # right padding
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    with torch.no_grad():
+        assert completion_loss(model, inputs).item() == pytest.approx(model(**inputs).loss.item(), rel=1e-5)

@@ -6,7 +6,8 @@ to the base model) is evaluated on every task first: that row is the FWT baselin
 a fresh ``Trainer`` (fresh optimizer and schedule, the same ``TrainingArguments``) trains on task ``i``'s training
 set plus the whole replay buffer, the model is evaluated on every task's test set (``R[i][j]``, greedy generation,
 executor in the tool-use form, exact match), and task ``i``'s training examples are offered to the buffer. Loss is
-on the completion tokens only (the prompt is masked with -100); each completion ends with EOS so generation stops.
+on the completion tokens only (the prompt is masked with -100, and the LM head runs only where it is needed: see
+:func:`completion_loss`); each completion ends with EOS so generation stops.
 """
 
 from __future__ import annotations
@@ -42,6 +43,36 @@ def default_training_args(output_dir: str | None = None, seed: int = 0, progress
         per_device_train_batch_size=8, learning_rate=2e-4, lr_scheduler_type="constant", warmup_steps=0,
         logging_steps=10, save_strategy="no", report_to="none", seed=seed, disable_tqdm=not progress,
     )
+
+
+def completion_loss(model, inputs: dict):
+    """Mean next-token cross-entropy over the labelled (completion) tokens, running the LM head only at the
+    positions whose next token is labelled in some row of the batch (``logits_to_keep``): with a 262k-token
+    vocabulary the head dominates a small model's step, and the prompt positions never need it. Same value as the
+    model's own loss on these labels."""
+    import torch.nn.functional as F
+
+    labels = inputs["labels"]
+    shifted = labels[:, 1:]
+    keep = (shifted != -100).any(0).nonzero().squeeze(1)
+    rest = {k: v for k, v in inputs.items() if k != "labels"}
+    out = model(**rest, logits_to_keep=keep)
+    target = shifted[:, keep]
+    return F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), target.reshape(-1),
+                           ignore_index=-100)
+
+
+def _completion_trainer_class():
+    from transformers import Trainer
+
+    class CompletionOnlyTrainer(Trainer):
+        """``Trainer`` whose loss is :func:`completion_loss` (mean over this batch's completion tokens)."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = completion_loss(model, inputs)
+            return (loss, None) if return_outputs else loss
+
+    return CompletionOnlyTrainer
 
 
 @dataclass
@@ -153,15 +184,19 @@ class ContinualTrainer:
 
     def train_task(self, task_id: int) -> float:
         """Fine-tune on task ``task_id`` plus the replay buffer; returns the mean training loss."""
-        from transformers import DataCollatorForSeq2Seq, Trainer
+        from transformers import DataCollatorForSeq2Seq
 
         rows = self.bench.examples(task_id, "train") + self.buffer.examples()
         collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=-100)
         side = self.tokenizer.padding_side
         self.tokenizer.padding_side = "right"
         try:
-            trainer = Trainer(model=self.model, args=self.args, train_dataset=self.tokenize(rows),
-                              data_collator=collator)
+            trainer = _completion_trainer_class()(model=self.model, args=self.args,
+                                                  train_dataset=self.tokenize(rows), data_collator=collator)
+            if not self.progress:
+                from transformers.trainer_callback import PrinterCallback
+
+                trainer.remove_callback(PrinterCallback)  # with disable_tqdm, Trainer prints every log dict
             out = trainer.train()
         finally:
             self.tokenizer.padding_side = side
