@@ -7,7 +7,8 @@ from pathlib import Path
 
 ORDER = [
     "foundation", "compression", "compression_disk", "llmc_baseline", "structured", "structured_speed", "any_precision",
-    "any_precision_speed", "gpu_any_precision", "speculative", "samia", "samia_cpu",
+    "any_precision_speed", "gpu_any_precision", "speculative", "samia", "samia_cpu", "tool_cl",
+    "tool_cl_gpu",
 ]
 HEADER = """# Measured results
 

@@ -83,9 +83,10 @@ def one_run(base, tok, args, seed: int, tool_use: bool, replay: bool, baseline, 
     from hf_ext.tool_cl import ContinualTrainer, ReplayConfig, ToolCLBenchmark
 
     bench = ToolCLBenchmark(num_tasks=args.tasks, seed=seed, train_size=args.train_size, test_size=args.test_size)
-    targs = TrainingArguments(output_dir=out_dir, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
-                              learning_rate=args.lr, lr_scheduler_type="constant", save_strategy="no", report_to="none",
-                              seed=seed, disable_tqdm=True, logging_steps=1000, use_cpu=args.device == "cpu")
+    targs = TrainingArguments(output_dir=out_dir, num_train_epochs=args.epochs,
+                              per_device_train_batch_size=args.batch_size, learning_rate=args.lr,
+                              lr_scheduler_type="constant", save_strategy="no", report_to="none", seed=seed,
+                              disable_tqdm=True, logging_steps=1000, use_cpu=args.device == "cpu")
     rcfg = ReplayConfig(size=args.replay if replay else 0, strategy="reservoir" if replay else "none", seed=seed)
     trainer = ContinualTrainer(copy.deepcopy(base), tok, bench, replay=rcfg, args=targs, tool_use=tool_use,
                                eval_batch_size=max(args.test_size, 1), max_new_tokens=args.max_new_tokens,
@@ -175,9 +176,9 @@ def plot(summary: dict, path: Path) -> None:
 
 def report(args, summary: dict, runs: list[dict], wall: float, png: Path) -> str:
     parts = [f"Sizes: {args.tasks} tasks, {args.train_size} train / {args.test_size} test examples per task, "
-             f"{args.epochs:g} epochs per task, batch {args.batch_size}, LR {args.lr:g} (constant), LoRA r=8 / alpha 16 "
-             f"on every linear layer, reservoir replay of {args.replay} examples (the whole buffer joins each task's "
-             f"training set), greedy decoding, exact match; {args.seeds} seeds; {wall:.0f} s in total."]
+             f"{args.epochs:g} epochs per task, batch {args.batch_size}, LR {args.lr:g} (constant), LoRA r=8 / "
+             f"alpha 16 on every linear layer, reservoir replay of {args.replay} examples (the whole buffer joins "
+             f"each task's training set), greedy decoding, exact match; {args.seeds} seeds; {wall:.0f} s in total."]
     rows = []
     for name, s in summary.items():
         rows.append([name] + [_fmt(s["metrics"][m]) for m in METRICS] + [f"{statistics.fmean(s['seconds']):.0f}"])

@@ -254,3 +254,12 @@ def test_completion_loss_equals_the_models_own_loss():
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
     with torch.no_grad():
         assert completion_loss(model, inputs).item() == pytest.approx(model(**inputs).loss.item(), rel=1e-5)
+
+
+def test_cli_bench_tool_cl_is_registered_and_refuses_bad_input_before_loading(capsys):
+    from hf_ext.cli import build_parser, main
+
+    args = build_parser().parse_args(["bench", "tool-cl", "--tasks", "2", "--replay", "0", "--no-tools"])
+    assert args.tasks == 2 and args.replay == 0 and args.no_tools
+    assert main(["bench", "tool-cl", "--model", "/nonexistent", "--tasks", "9"]) == 2  # before any model load
+    assert "only 6 tasks" in capsys.readouterr().err

@@ -19,7 +19,6 @@ from __future__ import annotations
 import ast
 import concurrent.futures
 import math
-import re
 from dataclasses import dataclass, field
 
 from transformers.utils import logging
@@ -28,7 +27,7 @@ from .tools import Tool, ToolError
 
 logger = logging.get_logger(__name__)
 
-_CALL_RE = re.compile(r"<tool>(.*?)(?:</tool>|$)", flags=re.S)
+_OPEN, _CLOSE = "<tool>", "</tool>"
 
 
 @dataclass
@@ -72,8 +71,12 @@ class CallRefused(ValueError):
 
 def extract_call(text: str) -> str | None:
     """The text inside the first ``<tool>...</tool>`` of ``text`` (to the end if the closing tag is missing)."""
-    m = _CALL_RE.search(text)
-    return None if m is None else m.group(1).strip()
+    start = text.find(_OPEN)  # str.find, not a regex: linear and in C even on a huge generation
+    if start < 0:
+        return None
+    start += len(_OPEN)
+    end = text.find(_CLOSE, start)
+    return (text[start:] if end < 0 else text[start:end]).strip()
 
 
 def _literal(node: ast.AST, cfg: ExecutorConfig):
