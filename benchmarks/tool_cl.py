@@ -34,8 +34,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _report import table, write_section  # noqa: E402
 
 DEFAULTS = {  # sized for ~8 minutes on the idle 2-core CPU (estimate in the results file's notes)
-    "cpu": dict(tasks=4, train_size=24, test_size=12, epochs=2.0, replay=24, seeds=2, batch_size=8, lr=5e-4),
-    "cuda": dict(tasks=6, train_size=128, test_size=64, epochs=3.0, replay=128, seeds=5, batch_size=16, lr=3e-4),
+    "cpu": dict(tasks=4, train_size=12, test_size=12, epochs=3.0, replay=12, seeds=2, batch_size=8, lr=1e-3),
+    "cuda": dict(tasks=6, train_size=128, test_size=64, epochs=3.0, replay=128, seeds=5, batch_size=16, lr=5e-4),
     "smoke": dict(tasks=2, train_size=4, test_size=2, epochs=1.0, replay=2, seeds=2, batch_size=4, lr=1e-2,
                   max_new_tokens=8),
 }
@@ -89,7 +89,7 @@ def one_run(base, tok, args, seed: int, tool_use: bool, replay: bool, baseline, 
                               disable_tqdm=True, logging_steps=1000, use_cpu=args.device == "cpu")
     rcfg = ReplayConfig(size=args.replay if replay else 0, strategy="reservoir" if replay else "none", seed=seed)
     trainer = ContinualTrainer(copy.deepcopy(base), tok, bench, replay=rcfg, args=targs, tool_use=tool_use,
-                               eval_batch_size=max(args.test_size, 1), max_new_tokens=args.max_new_tokens,
+                               eval_batch_size=64, max_new_tokens=args.max_new_tokens,
                                progress=False)
     t = time.perf_counter()
     res = trainer.run(baseline=baseline)
@@ -101,7 +101,7 @@ def baseline_row(base, tok, args, seed: int, tool_use: bool) -> list[float]:
     from hf_ext.tool_cl import ContinualTrainer, ToolCLBenchmark
 
     bench = ToolCLBenchmark(num_tasks=args.tasks, seed=seed, train_size=args.train_size, test_size=args.test_size)
-    trainer = ContinualTrainer(base, tok, bench, lora=False, tool_use=tool_use, eval_batch_size=args.test_size,
+    trainer = ContinualTrainer(base, tok, bench, lora=False, tool_use=tool_use, eval_batch_size=64,
                                max_new_tokens=args.max_new_tokens, progress=False)
     return [s.accuracy for s in trainer.evaluate_all()]
 

@@ -92,6 +92,9 @@ def test_parse_call_and_config_validation():
         parse_call("f(1) + g(2)")
     with pytest.raises(ValueError, match="timeout_s must be a positive number"):
         ExecutorConfig(timeout_s=0)
+    assert ExecutorConfig.from_dict(ExecutorConfig(timeout_s=2).to_dict()) == ExecutorConfig(timeout_s=2)
+    with pytest.raises(ValueError, match="Unknown ExecutorConfig keys"):
+        ExecutorConfig.from_dict({"timeout": 1})
 
 
 # ------------------------------------------------------------------------------------------------- benchmark

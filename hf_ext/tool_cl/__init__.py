@@ -20,7 +20,7 @@ _import_structure: dict[str, list[str]] = {
     "executor": ["ToolExecutor", "ExecutorConfig", "ToolResult", "parse_call", "extract_call"],
     "replay": ["ReplayConfig", "ReplayBuffer"],
     "trainer": ["ContinualTrainer", "ContinualResult"],
-    "evaluation": ["evaluate_task"],
+    "evaluation": ["evaluate_task", "evaluate_tasks", "score_generations"],
     "metrics": ["continual_metrics", "average_accuracy", "learning_accuracy", "backward_transfer",
                 "forward_transfer", "forgetting", "matrix_from_predictions", "exact_match_accuracy"],
 }
@@ -42,6 +42,7 @@ __all__ = [
     "backward_transfer",
     "continual_metrics",
     "evaluate_task",
+    "evaluate_tasks",
     "exact_match_accuracy",
     "extract_call",
     "forgetting",
@@ -51,6 +52,7 @@ __all__ = [
     "learning_accuracy",
     "matrix_from_predictions",
     "parse_call",
+    "score_generations",
     "toolbox",
 ]
 
@@ -58,7 +60,7 @@ __getattr__ = lazy_getattr(__name__, globals(), _import_structure)
 
 if TYPE_CHECKING:
     from .benchmark import DEFAULT_SCHEDULE, TaskSpec, ToolCLBenchmark, format_call
-    from .evaluation import evaluate_task
+    from .evaluation import evaluate_task, evaluate_tasks, score_generations
     from .executor import ExecutorConfig, ToolExecutor, ToolResult, extract_call, parse_call
     from .metrics import (
         average_accuracy,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ast
 import concurrent.futures
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from transformers.utils import logging
 
@@ -53,6 +53,16 @@ class ExecutorConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise ValueError(f"{name} must be a positive number, got {v!r}.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ExecutorConfig:
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"Unknown ExecutorConfig keys: {sorted(unknown)}.")
+        return cls(**d)
 
 
 @dataclass

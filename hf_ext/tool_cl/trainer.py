@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from transformers.utils import logging
 
 from .benchmark import ToolCLBenchmark
-from .evaluation import TaskScore, evaluate_task
+from .evaluation import TaskScore, evaluate_tasks
 from .executor import ExecutorConfig
 from .metrics import continual_metrics
 from .replay import ReplayBuffer, ReplayConfig
@@ -113,14 +113,14 @@ class ContinualTrainer:
         args: ``TrainingArguments`` for every stage (default: :func:`default_training_args`).
         lora: a PEFT ``LoraConfig``; ``None`` = :func:`default_lora_config`; ``False`` = full fine-tuning.
         tool_use: train and score the tool-use form (``True``) or the no-tool form.
-        eval_batch_size: prompts per ``generate`` call.
+        eval_batch_size: prompts per ``generate`` call (every task's test prompts share the batches).
         max_new_tokens: generation length; ``None`` = the longest tokenized completion of the form plus EOS.
         executor_config: the executor's limits.
         progress: show a progress bar over the stages.
     """
 
     def __init__(self, model, tokenizer, bench: ToolCLBenchmark, replay: ReplayConfig | None = None, args=None,
-                 lora=None, tool_use: bool = True, eval_batch_size: int = 16, max_new_tokens: int | None = None,
+                 lora=None, tool_use: bool = True, eval_batch_size: int = 64, max_new_tokens: int | None = None,
                  executor_config: ExecutorConfig | None = None, progress: bool = True):
         if not isinstance(bench, ToolCLBenchmark):
             raise ValueError(f"bench must be a ToolCLBenchmark, got {type(bench).__name__}.")
@@ -178,9 +178,9 @@ class ContinualTrainer:
 
     def evaluate_all(self) -> list[TaskScore]:
         """Scores of the current model on every task's test set."""
-        return [evaluate_task(self.model, self.tokenizer, self.bench.examples(j, "test"), self.bench.tools(j),
-                              self.tool_use, self.max_new_tokens, self.eval_batch_size, self.executor_config)
-                for j in range(len(self.bench))]
+        tasks = [(self.bench.examples(j, "test"), self.bench.tools(j)) for j in range(len(self.bench))]
+        return evaluate_tasks(self.model, self.tokenizer, tasks, self.tool_use, self.max_new_tokens,
+                              self.eval_batch_size, self.executor_config)
 
     def train_task(self, task_id: int) -> float:
         """Fine-tune on task ``task_id`` plus the replay buffer; returns the mean training loss."""
