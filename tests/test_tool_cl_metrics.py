@@ -67,6 +67,16 @@ def test_bad_matrices_are_refused(matrix, match):
         M.continual_metrics(matrix)
 
 
+def test_numpy_and_torch_inputs():
+    import numpy as np
+    import torch
+
+    assert M.continual_metrics(np.array(R3), np.array([0.1, 0.0, 0.3])) == M.continual_metrics(R3, [0.1, 0.0, 0.3])
+    assert M.backward_transfer(torch.tensor([[1.0, 0.0], [0.5, 1.0]])) == pytest.approx(-0.5)
+    with pytest.raises(ValueError, match="square"):
+        M.continual_metrics(np.zeros((2, 3)))
+
+
 def test_bad_baselines_are_refused():
     with pytest.raises(ValueError, match="baseline has 2 values but the accuracy matrix has 3 tasks"):
         M.continual_metrics(R3, baseline=[0.1, 0.2])

@@ -33,7 +33,9 @@ def validate_matrix(matrix: Sequence[Sequence[float]], name: str = "accuracy_mat
     Raises:
         ValueError: empty, ragged or non-square, or a value that is not a number in ``[0, 1]``.
     """
-    if matrix is None or isinstance(matrix, (str, bytes)) or len(matrix) == 0:
+    if hasattr(matrix, "tolist") and not isinstance(matrix, (str, bytes)):  # numpy arrays, torch tensors
+        matrix = matrix.tolist()
+    if matrix is None or isinstance(matrix, (str, bytes)) or not hasattr(matrix, "__len__") or len(matrix) == 0:
         raise ValueError(f"{name} must be a non-empty T x T list of lists, got {matrix!r}.")
     rows = [list(r) if isinstance(r, Sequence) and not isinstance(r, (str, bytes)) else r for r in matrix]
     if any(not isinstance(r, list) for r in rows):
@@ -65,6 +67,8 @@ def validate_baseline(baseline: Sequence[float], num_tasks: int) -> list[float]:
     Raises:
         ValueError: wrong length or a value outside ``[0, 1]``.
     """
+    if hasattr(baseline, "tolist") and not isinstance(baseline, (str, bytes)):
+        baseline = baseline.tolist()
     if isinstance(baseline, (str, bytes)) or not isinstance(baseline, Sequence):
         raise ValueError(f"baseline must be a list of {num_tasks} accuracies, got {baseline!r}.")
     if len(baseline) != num_tasks:
