@@ -14,7 +14,7 @@ Reported per setting: the accuracy matrix (mean over seeds), ACC / learning accu
 findings sentence is computed from those differences: "consistent" means the same sign in every seed.
 
     .venv/bin/python benchmarks/tool_cl.py --smoke            # tiny random model, seconds; writes benchmarks/out/
-    .venv/bin/python benchmarks/tool_cl.py                    # the published CPU run (see DEFAULTS below)
+    .venv/bin/python benchmarks/tool_cl.py                    # the published CPU run (~8-10 min, DEFAULTS below)
     .venv/bin/python benchmarks/tool_cl.py --device cuda      # GPU variant: 6 tasks, more examples and seeds
 """
 
@@ -33,8 +33,13 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(__file__))
 from _report import table, write_section  # noqa: E402
 
-DEFAULTS = {  # sized for ~8 minutes on the idle 2-core CPU (estimate in the results file's notes)
-    "cpu": dict(tasks=4, train_size=12, test_size=12, epochs=3.0, replay=12, seeds=2, batch_size=8, lr=1e-3),
+# The CPU preset is sized for about 8-10 minutes on the idle 2-core machine (an estimate from the CPU time of single
+# training steps and decoding steps of the default model, not a timed run): per seed about 33 tool-form training
+# steps of 4-8 sequences, 33 no-tool ones, and 9 + 9 generations over 24 prompts. 8 train / 6 test examples per
+# task are coarse (accuracy in steps of 1/6); the fuller CPU run, about 25-30 minutes:
+#   benchmarks/tool_cl.py --seeds 3 --train-size 12 --test-size 12 --replay 12
+DEFAULTS = {
+    "cpu": dict(tasks=4, train_size=8, test_size=6, epochs=3.0, replay=8, seeds=2, batch_size=4, lr=1e-3),
     "cuda": dict(tasks=6, train_size=128, test_size=64, epochs=3.0, replay=128, seeds=5, batch_size=16, lr=5e-4),
     "smoke": dict(tasks=2, train_size=4, test_size=2, epochs=1.0, replay=2, seeds=2, batch_size=4, lr=1e-2,
                   max_new_tokens=8),
