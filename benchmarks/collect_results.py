@@ -7,7 +7,8 @@ from pathlib import Path
 
 ORDER = [
     "foundation", "compression", "compression_disk", "llmc_baseline", "structured", "structured_speed", "any_precision",
-    "gpu_any_precision", "speculative", "samia", "samia_cpu", "serving", "isara", "isara_cuda",
+    "gpu_any_precision", "speculative", "samia", "samia_cpu", "serving", "isara", "isara_cuda", "tool_cl",
+    "tool_cl_gpu",
 ]
 HEADER = """# Measured results
 

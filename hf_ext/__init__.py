@@ -36,9 +36,10 @@ _import_structure: dict[str, list[str]] = {
     "any_precision.optimum": ["OptimumAnyPrecisionQuantizer"],
     "serving": ["BestEffortServer", "ServingSimulator", "Router"],
     "alignment": ["ISARAConfig", "ISARATrainer"],
+    "tool_cl": ["ToolCLBenchmark", "ContinualTrainer", "ReplayConfig"],
 }
 _SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics",
-                "serving", "alignment")
+                "serving", "alignment", "tool_cl")
 
 __all__ = sorted(n for names in _import_structure.values() for n in names) + list(_SUBPACKAGES)
 __getattr__ = lazy_getattr(__name__, globals(), _import_structure, _SUBPACKAGES)
@@ -68,3 +69,4 @@ if TYPE_CHECKING:
     from .speculative import SpeculativeConfig, SpeculativeGenerationMixin
     from .structured import StructuredPruningConfig, prune_structured
     from .structured.optimum import OptimumStructuredPruner
+    from .tool_cl import ContinualTrainer, ReplayConfig, ToolCLBenchmark

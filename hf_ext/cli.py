@@ -27,6 +27,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "hf_ext.speculative.cli",
     "hf_ext.serving.cli",
     "hf_ext.alignment.cli",
+    "hf_ext.tool_cl.cli",
 )
 
 _DEMO_MODULES: tuple[str, ...] = (
@@ -37,6 +38,7 @@ _DEMO_MODULES: tuple[str, ...] = (
     "hf_ext.privacy.demo",
     "hf_ext.serving.demo",
     "hf_ext.alignment.demo",
+    "hf_ext.tool_cl.demo",
 )
 
 

@@ -18,6 +18,7 @@ EXPECTED = {
     "membership_inference.py": "SaMIA: AUROC",
     "best_effort_serving.py": "best-effort server answered",
     "self_alignment.py": "held-out score before",
+    "tool_continual_learning.py": "Tool-CL metrics:",
 }
 
 
