@@ -3,6 +3,7 @@ chunked optimizer step, and giving everything back (:meth:`TieredEngine.detach`)
 
 from __future__ import annotations
 
+import atexit
 import time
 
 import torch
@@ -29,10 +30,12 @@ class TieredEngine(CacheCore):
         optimizer: the torch optimizer over ``model``'s parameters (its ``step`` is wrapped), or None.
         max_grad_norm: clip gradients to this norm inside the step (computed from per-tensor norms kept as the
             gradients arrive, exactly as ``torch.nn.utils.clip_grad_norm_``); None or 0 = no clipping.
+        world_size: data-parallel processes; above 1 each gradient is divided by it and all-reduced (summed) in
+            the step, as DDP does, so the replicas stay equal.
     """
 
     def __init__(self, config: TieredCacheConfig, model: torch.nn.Module, optimizer=None,
-                 max_grad_norm: float | None = None):
+                 max_grad_norm: float | None = None, world_size: int = 1):
         params = list(model.parameters())
         if not params:
             raise ValueError("The model has no parameters to tier.")
@@ -41,6 +44,7 @@ class TieredEngine(CacheCore):
             raise ValueError(f"All parameters must be on one device to tier them, found {sorted(map(str, devices))}.")
         super().__init__(config, devices.pop())
         self.model, self.optimizer, self.max_grad_norm = model, optimizer, max_grad_norm
+        self.world_size = world_size
         self.params = params
         self.pkey = {}
         for name, p in model.named_parameters():
@@ -53,7 +57,9 @@ class TieredEngine(CacheCore):
         self._t_mark = time.perf_counter()
         self.last_grad_norm: float | None = None
         self.training_state_bytes = 0
+        self.suspended = False
         self._setup()
+        atexit.register(self.close)  # NVMe files go even when the caller never detaches
         try:
             self._adopt_params()
             self._install_hooks()
@@ -264,6 +270,8 @@ class TieredEngine(CacheCore):
         if closure is not None:
             raise ValueError("The tiered cache's chunked optimizer step does not take a closure.")
         self._release_bwd_pins()
+        if self.world_size > 1:
+            self._all_reduce()
         coef = self._clip_coef()
         for group in self.optimizer.param_groups:
             for p in group["params"]:
@@ -289,6 +297,21 @@ class TieredEngine(CacheCore):
                 self.exit_op(keys)
                 self._drop(g)
         self._end_step()
+
+    def _all_reduce(self) -> None:
+        import torch.distributed as dist
+
+        for p in self.params:
+            g = self.blocks.get("grad:" + self.pkey[id(p)])
+            if g is None or not g.live:
+                continue
+            self.enter_op("reduce:" + g.key, (g.key,))
+            v = self.view(g)
+            v.div_(self.world_size)
+            dist.all_reduce(v)
+            if self.max_grad_norm:
+                g.norm = torch.linalg.vector_norm(v, 2.0)
+            self.exit_op((g.key,))
 
     def _adopt_states(self, p, k: str, protect: set[str]) -> tuple[str, ...]:
         tensors = [t for n, t in self.optimizer.state[p].items()
@@ -336,15 +359,15 @@ class TieredEngine(CacheCore):
     def materialize(self) -> None:
         """Give every parameter and optimizer state back as an ordinary tensor with its latest values (after a
         failure too: a value whose write-back failed is still in its device slot)."""
-        failed: dict[str, int] = {}
+        failed = dict(self.failed_writes)
         for slot, (k, fut) in list(self._slot_writes.items()):
             if fut.exception() is not None:
                 failed[k] = slot
         self._slot_writes.clear()
         for b in self.blocks.values():
-            if b.pending is not None:
-                b.pending.exception()
-                b.pending = None
+            if b.pending is not None and b.pending.exception() is not None:
+                b.dev_slot = None  # its load never happened
+            b.pending = None
         for b in self.blocks.values():
             if b.tensor is None or b.kind == "grad":
                 continue
@@ -365,6 +388,31 @@ class TieredEngine(CacheCore):
                 out.copy_(tmp.view(0, b.dtype, b.shape))
             b.tensor.data = out
 
+    def suspend(self) -> None:
+        """Plain tensors with the latest values (for a checkpoint save or an evaluation by other code); the cache
+        keeps its copies, and :meth:`resume` points the tensors back at them. Memory: the whole model for a while."""
+        for b in self.blocks.values():
+            self._wait(b)
+        while self._slot_writes:
+            slot = next(iter(self._slot_writes))
+            self.wait_slot(slot)
+            self.reap()
+        self.materialize()
+        self.suspended = True
+
+    def resume(self) -> None:
+        for b in self.blocks.values():
+            if b.tensor is not None and b.kind != "grad":
+                b.tensor.data = self.view(b) if b.dev_slot is not None else self.placeholder(b.dtype, b.shape)
+        self.suspended = False
+
+    def __enter__(self) -> TieredEngine:
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.detach()
+        return False
+
     def detach(self) -> None:
         """Restore plain tensors, remove every hook, unwrap the optimizer, delete the NVMe files."""
         if self.closed:
@@ -379,3 +427,4 @@ class TieredEngine(CacheCore):
             if self._orig_step is not None:
                 self.optimizer.step = self._orig_step
             self.close()
+            atexit.unregister(self.close)

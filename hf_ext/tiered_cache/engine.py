@@ -65,6 +65,7 @@ class CacheCore:
         self.resident: dict[int, set[str]] = {}
         self.slot_owner: dict[int, str] = {}
         self._slot_writes: dict[int, tuple[str, Future]] = {}
+        self.failed_writes: dict[str, int] = {}  # key -> the slot still holding its value
         self._placeholders: dict[torch.dtype, torch.Tensor] = {}
         self.recorder: TraceRecorder | None = TraceRecorder()
         self.trace = None
@@ -186,6 +187,10 @@ class CacheCore:
         slot = self.dev.acquire(b.nbytes)
         if slot is None:
             victim = self._victim(b.nbytes, protect)
+            if victim is None and limit is None:  # prefetches in flight hold the slots: let them land
+                for k in list(self.resident[b.nbytes]):
+                    self._wait(self.blocks[k])
+                victim = self._victim(b.nbytes, protect)
             if victim is None:
                 if limit is not None:
                     return None
@@ -254,6 +259,9 @@ class CacheCore:
             try:
                 b.pending.result()
             except OSError as e:
+                self.resident[b.nbytes].discard(b.key)
+                self.slot_owner.pop(b.dev_slot, None)
+                b.dev_slot, b.pending = None, None
                 raise TieredCacheError(f"Tiered cache I/O failed ({e}); training stops, weights kept.") from e
             b.pending = None
 
@@ -276,6 +284,7 @@ class CacheCore:
                 del self._slot_writes[slot]
                 if fut.exception() is not None:
                     self.blocks[k].on_home = False
+                    self.failed_writes[k] = slot
                     raise TieredCacheError(f"Writing {k!r} to the {self.blocks[k].home} tier failed "
                                            f"({fut.exception()}); training stops, weights kept in memory.")
 
