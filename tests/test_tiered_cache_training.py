@@ -150,3 +150,33 @@ def test_timeline_png_written(tmp_path):
     png = tmp_path / "timeline.png"
     _train(_cfg(tmp_path / "nvme", timeline_path=str(png)), steps=3)
     assert png.stat().st_size > 1000
+
+
+def _trainer_run(tmp_path, callback=None, steps=3):
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    model, _ = tiny_model("opt")
+    ids = torch.cat(_batches(steps * 2 * 2))
+    ds = Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=steps, per_device_train_batch_size=2,
+                             gradient_accumulation_steps=2, max_grad_norm=0.5, logging_steps=1, save_strategy="no",
+                             report_to=[], use_cpu=True, optim="adamw_torch", learning_rate=1e-2, seed=0,
+                             dataloader_num_workers=0, disable_tqdm=True)
+    trainer = Trainer(model, args, train_dataset=ds, callbacks=[callback] if callback else None)
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return losses, [p.detach().clone() for p in model.parameters()]
+
+
+def test_trainer_callback_bitwise_identical_and_logs(tmp_path):
+    from hf_ext.tiered_cache.callback import TieredCacheCallback
+
+    ref_losses, ref_params = _trainer_run(tmp_path)
+    with TieredCacheCallback(_cfg(tmp_path / "nvme")) as cb:
+        losses, params = _trainer_run(tmp_path, cb)
+    assert losses == ref_losses and all(torch.equal(a, b) for a, b in zip(ref_params, params))
+    assert cb.log_history and "tiered/device_hit_rate" in cb.log_history[-1]
+    first = cb.log_history[0]  # the Trainer's keys are kept, ours added to a copy
+    assert "loss" in first and first["tiered/grad_norm"] > 0
+    assert not any((tmp_path / "nvme").iterdir())

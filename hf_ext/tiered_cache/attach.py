@@ -309,6 +309,7 @@ class TieredEngine(CacheCore):
             v = self.view(g)
             v.div_(self.world_size)
             dist.all_reduce(v)
+            g.on_home = False  # changed in place: an eviction must write it back
             if self.max_grad_norm:
                 g.norm = torch.linalg.vector_norm(v, 2.0)
             self.exit_op((g.key,))
