@@ -30,8 +30,9 @@ _import_structure: dict[str, list[str]] = {
     "structured": ["StructuredPruningConfig", "prune_structured"],
     "any_precision": ["AnyPrecisionConfig", "AnyPrecisionLinear"],
     "speculative": ["SpeculativeGenerationMixin", "SpeculativeConfig"],
+    "tiered_cache": ["TieredCacheConfig", "TieredCacheCallback", "TieredCachePlugin"],
 }
-_SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics")
+_SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics", "tiered_cache")
 
 __all__ = sorted(n for names in _import_structure.values() for n in names) + list(_SUBPACKAGES)
 __getattr__ = lazy_getattr(__name__, globals(), _import_structure, _SUBPACKAGES)
@@ -53,3 +54,4 @@ if TYPE_CHECKING:
     from .compression import CompressionConfig, compress, compress_checkpoint
     from .speculative import SpeculativeConfig, SpeculativeGenerationMixin
     from .structured import StructuredPruningConfig, prune_structured
+    from .tiered_cache import TieredCacheCallback, TieredCacheConfig, TieredCachePlugin

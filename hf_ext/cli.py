@@ -23,6 +23,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "hf_ext.structured.cli",
     "hf_ext.any_precision.cli",
     "hf_ext.privacy.cli",
+    "hf_ext.tiered_cache.cli",
 )
 
 _DEMO_MODULES: tuple[str, ...] = (
@@ -31,6 +32,7 @@ _DEMO_MODULES: tuple[str, ...] = (
     "hf_ext.any_precision.demo",
     "hf_ext.speculative.demo",
     "hf_ext.privacy.demo",
+    "hf_ext.tiered_cache.demo",
 )
 
 

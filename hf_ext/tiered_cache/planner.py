@@ -43,7 +43,7 @@ def device_slots(hist: Mapping[int, int], budget: int, divisor: float = 2.5, min
     for s, c in hist.items():
         share = s * c / total if total else 0.0
         out[s] = max(min(round(share * budget / divisor / s), c), min(min_slots, c))
-    need = sum(s * min(min_slots, c) for s, c in hist.items())
+    need = min_device_bytes(hist, min_slots)
     if need > budget:
         raise ValueError(f"device_budget={budget} bytes is below the smallest working set, {need} bytes "
                          f"({min_slots} slots of each tensor size, largest {max(hist, default=0)} bytes).")
@@ -51,6 +51,11 @@ def device_slots(hist: Mapping[int, int], budget: int, divisor: float = 2.5, min
         s = max((s for s in out if out[s] > min(min_slots, hist[s])), key=lambda s: s * out[s])
         out[s] -= 1
     return out
+
+
+def min_device_bytes(hist: Mapping[int, int], min_slots: int = 5) -> int:
+    """The smallest device budget :func:`device_slots` accepts."""
+    return sum(s * min(min_slots, c) for s, c in hist.items())
 
 
 def host_slots(hist: Mapping[int, int], dev: Mapping[int, int], budget: int, divisor: float = 2.0,
