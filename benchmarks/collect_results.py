@@ -7,7 +7,8 @@ from pathlib import Path
 
 ORDER = [
     "foundation", "compression", "compression_disk", "llmc_baseline", "structured", "structured_speed", "any_precision",
-    "any_precision_speed", "gpu_any_precision", "speculative", "samia", "samia_cpu",
+    "any_precision_speed", "gpu_any_precision", "speculative", "samia", "samia_cpu", "tiered_cache",
+    "gpu_tiered_cache",
 ]
 HEADER = """# Measured results
 

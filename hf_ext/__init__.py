@@ -32,7 +32,8 @@ _import_structure: dict[str, list[str]] = {
     "speculative": ["SpeculativeGenerationMixin", "SpeculativeConfig"],
     "tiered_cache": ["TieredCacheConfig", "TieredCacheCallback", "TieredCachePlugin"],
 }
-_SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics", "tiered_cache")
+_SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics",
+                "tiered_cache")
 
 __all__ = sorted(n for names in _import_structure.values() for n in names) + list(_SUBPACKAGES)
 __getattr__ = lazy_getattr(__name__, globals(), _import_structure, _SUBPACKAGES)

@@ -16,6 +16,7 @@ EXPECTED = {
     "any_precision.py": "reloaded holding [3, 4] bits only",
     "speculative_decoding.py": "verify steps",
     "membership_inference.py": "SaMIA: AUROC",
+    "tiered_cache_trainer.py": "tiered cache: device hit rate",
 }
 
 

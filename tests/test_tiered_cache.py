@@ -10,8 +10,19 @@ import torch
 
 from hf_ext.tiered_cache.config import TieredCacheConfig, parse_bytes
 from hf_ext.tiered_cache.planner import (
-    DEVICE, HOST, NVME, NextUse, Op, choose_victim, device_slots, host_slots, place, prefetch_schedule, simulate,
-    size_histogram)
+    DEVICE,
+    HOST,
+    NVME,
+    NextUse,
+    Op,
+    choose_victim,
+    device_slots,
+    host_slots,
+    place,
+    prefetch_schedule,
+    simulate,
+    size_histogram,
+)
 from hf_ext.tiered_cache.pools import ALIGN, SlotPool
 from hf_ext.tiered_cache.storage import NvmeStore, TieredCacheError, check_nvme_path, remove_stale_runs
 

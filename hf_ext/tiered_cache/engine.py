@@ -20,7 +20,7 @@ from transformers.utils import logging
 
 from .config import TieredCacheConfig
 from .metrics import TieredCacheStats, Timeline
-from .planner import HOST, NVME, NextUse, choose_victim, prefetch_schedule, simulate
+from .planner import HOST, NextUse, choose_victim, prefetch_schedule, simulate
 from .pools import SlotPool
 from .profiler import TraceRecorder
 from .storage import NvmeStore, TieredCacheError
