@@ -20,7 +20,7 @@ from transformers.utils import logging
 
 from .config import TieredCacheConfig
 from .metrics import TieredCacheStats, Timeline
-from .planner import HOST, NextUse, choose_victim, prefetch_schedule, simulate
+from .planner import HOST, NVME, NextUse, choose_victim, first_use_order, homes_by_misses, prefetch_schedule, simulate
 from .pools import SlotPool
 from .profiler import TraceRecorder
 from .storage import NvmeStore, TieredCacheError
@@ -79,6 +79,7 @@ class CacheCore:
         self._lock = threading.Lock()
         self._tls = threading.local()
         self.closed = False
+        self.rehomed = 0
 
     # ------------------------------------------------------------------------------------------------ helpers
     def placeholder(self, dtype: torch.dtype, shape: torch.Size) -> torch.Tensor:
@@ -296,8 +297,9 @@ class CacheCore:
         self.trace = [op for op in prof.ops if all(k in self.blocks for k in op.keys)]
         self.next_use = NextUse(self.trace)
         sizes = {k: b.nbytes for k, b in self.blocks.items()}
+        self.sim = sim = simulate(self.trace, sizes, self.dev.slots, self.config.eviction, steps=2)
+        self.rehome(sim)
         if self.config.prefetch:
-            sim = simulate(self.trace, sizes, self.dev.slots, "belady", steps=1)
             per_op = [sum(sizes[k] for k in op.keys) if sim.misses else 0 for op in self.trace]
             bw = max((self.stats.bandwidth(link) * self.config.io_threads for link in ("nvme->device",
                                                                                    "host->device")), default=0.0)
@@ -309,6 +311,35 @@ class CacheCore:
             for i, j in enumerate(issue):
                 self.issue_map.setdefault(j, []).append(i)
         logger.info("Tiered cache planned over %d ops (%d tensors).", len(self.trace), len(self.blocks))
+
+    def rehome(self, sim) -> None:
+        """Re-place the off-device copies from the plan (:func:`homes_by_misses`), moving the bytes that must move:
+        first the copies leaving the host for NVMe (freeing their host slots), then those coming up from NVMe."""
+        if self.nvme is None or not self.host.capacity:
+            return
+        for b in self.blocks.values():  # nothing may be in flight to or from a home while homes change
+            self._wait(b)
+        for slot in list(self._slot_writes):
+            self.wait_slot(slot)
+        self.reap()
+        used = first_use_order(self.trace)
+        seen = set(used)
+        keys = used + [k for k in self.blocks if k not in seen]
+        sizes = {k: self.blocks[k].nbytes for k in keys}
+        host = dict(self.host.slots)
+        new = homes_by_misses(sim, keys, sizes, host, nvme=True)
+        down = [self.blocks[k] for k in keys if self.blocks[k].home == HOST and new[k] == NVME]
+        up = [self.blocks[k] for k in keys if self.blocks[k].home == NVME and new[k] == HOST]
+        for b in down:
+            if b.on_home and b.live:
+                self.nvme.write(b.key, self.host.raw(b.host_slot), b.nbytes)
+            self.host.release(b.host_slot)
+            b.host_slot, b.home = None, NVME
+        for b in up:
+            b.host_slot, b.home = self.host.acquire(b.nbytes), HOST
+            if b.on_home and b.live:
+                self.nvme.read(b.key, self.host.raw(b.host_slot), b.nbytes)
+        self.rehomed = len(up)
 
     def locate(self, name: str) -> int | None:
         """Position of op ``name`` in the trace from the cursor on (resynchronising after a deviation)."""

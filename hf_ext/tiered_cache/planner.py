@@ -93,6 +93,16 @@ def place(order: Sequence[str], sizes: Mapping[str, int], dev: Mapping[int, int]
     return out
 
 
+def homes_by_misses(sim: SimResult, keys: Sequence[str], sizes: Mapping[str, int], host: Mapping[int, int],
+                    nvme: bool) -> dict[str, str]:
+    """Where each tensor's copy lives off the device: the pinned host slots of a size class go to the tensors that
+    miss the device most often in the simulated plan (ties: first-use order), the rest to NVMe. The paper fills
+    host slots in first-use order; with a device cache that evicts by the future, the miss count is what makes a
+    host slot worth having (our choice)."""
+    order = sorted(range(len(keys)), key=lambda i: (-sim.misses_by_key.get(keys[i], 0), i))
+    return place([keys[i] for i in order], sizes, {}, host, nvme)
+
+
 def first_use_order(trace: Iterable[Op]) -> list[str]:
     seen: dict[str, None] = {}
     for op in trace:
@@ -144,6 +154,7 @@ class SimResult:
     bytes_fetched: int = 0
     evictions: list[tuple[int, str]] = field(default_factory=list)
     peak_bytes: int = 0
+    misses_by_key: Counter = field(default_factory=Counter)
 
     @property
     def hit_rate(self) -> float:
@@ -174,6 +185,7 @@ def simulate(trace: Sequence[Op], sizes: Mapping[str, int], slots: Mapping[int, 
                     res.hits += 1
                 else:
                     res.misses += 1
+                    res.misses_by_key[k] += 1
                     res.bytes_fetched += s
                     if len(resident[s]) >= slots[s]:
                         victim = choose_victim(resident[s] - pinned, policy, i, nu, last, arrived)
