@@ -100,6 +100,10 @@ class ChunkedStepMixin:
 
     def _drop(self, g: Block) -> None:
         if g.dev_slot is not None:
+            if self.cuda:  # a later load into this slot waits for the step's kernels on it
+                ev = torch.cuda.Event()
+                ev.record()
+                self._slot_free_events[g.dev_slot] = ev
             self.resident[g.nbytes].discard(g.key)
             self.slot_owner.pop(g.dev_slot, None)
             self.dev.release(g.dev_slot)

@@ -65,7 +65,8 @@ class CacheCore:
         self.resident: dict[int, set[str]] = {}
         self.slot_owner: dict[int, str] = {}
         self._slot_writes: dict[int, tuple[str, Future]] = {}
-        self.failed_writes: dict[str, int] = {}  # key -> the slot still holding its value
+        self.failed_writes: dict[str, int] = {}
+        self._slot_free_events: dict[int, torch.cuda.Event] = {}  # key -> the slot still holding its value
         self._placeholders: dict[torch.dtype, torch.Tensor] = {}
         self.recorder: TraceRecorder | None = TraceRecorder()
         self.trace = None
@@ -104,6 +105,8 @@ class CacheCore:
             wait_for.result()  # the slot's previous tenant must be written back first
         t0 = time.perf_counter()
         dst = self.dev.raw(slot)
+        if self.cuda and slot in self._slot_free_events:  # kernels queued on the old tenant must finish first
+            self.copy_stream.wait_event(self._slot_free_events[slot])
         if b.home == HOST:
             with torch.cuda.stream(self.copy_stream) if self.cuda else _null():
                 dst[:b.nbytes].copy_(self.host.raw(b.host_slot)[:b.nbytes], non_blocking=self.cuda)
@@ -168,11 +171,12 @@ class CacheCore:
         if b.pending is not None:
             b.pending.result()
             b.pending = None
+        ready = None
+        if self.cuda:
+            ready = torch.cuda.Event()
+            ready.record()  # on the compute stream: the point after which the slot may be overwritten
+            self._slot_free_events[slot] = ready
         if b.live and not b.on_home:
-            ready = None
-            if self.cuda:
-                ready = torch.cuda.Event()
-                ready.record()
             self._slot_writes[slot] = (k, self.pool.submit(self._store_task, b, slot, ready))
             b.on_home = True  # confirmed (or the failure surfaced) in _reap
         self.resident[b.nbytes].discard(k)
