@@ -156,7 +156,8 @@ def main() -> int:
         rows.append(["(d) DeepSpeed ZeRO-3, params + optimizer on NVMe", ds_med,
                      f"{min(ds_times):.3f}-{max(ds_times):.3f}", ds_med / floor, "-", "-", "-", "-"])
         ds_text = (f"DeepSpeed {ds_ok[0]['deepspeed']} ZeRO-3 with parameters and optimizer states on NVMe "
-                   f"(stage3_max_live_parameters = {budget // 16}, i.e. the budget's share of fp32 parameters): "
+                   f"(stage3_max_live_parameters = {budget // 16}: as many parameters as the device budget holds with "
+                   "their gradients and Adam states): "
                    f"{ds_med:.3f} s/step, so ours is {ds_med / ours:.2f}x faster (bar 1.5x: "
                    f"{'met' if ds_med / ours >= 1.5 else 'NOT met'}).")
     else:

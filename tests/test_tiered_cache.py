@@ -163,3 +163,11 @@ def test_nvme_path_checks_fail_early(tmp_path):
         ro.chmod(0o500)
         with pytest.raises(ValueError, match="not writable"):
             check_nvme_path(ro, 10)
+
+
+def test_simulation_reports_missed_bytes_per_op_of_the_steady_step():
+    trace = [Op("0", ("a",)), Op("1", ("b",)), Op("2", ("a",))]
+    res = simulate(trace, {"a": 4, "b": 8}, {4: 1, 8: 1}, "belady", steps=2)
+    assert res.miss_bytes_by_op == [0, 0, 0]  # everything fits: the second step misses nothing
+    res = simulate(trace, {"a": 4, "b": 4}, {4: 1}, "belady", steps=2)
+    assert res.miss_bytes_by_op == [0, 4, 4] and res.misses_by_key["b"] == 2

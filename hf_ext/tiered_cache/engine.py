@@ -304,7 +304,7 @@ class CacheCore:
         self.sim = sim = simulate(self.trace, sizes, self.dev.slots, self.config.eviction, steps=2)
         self.rehome(sim)
         if self.config.prefetch:
-            per_op = [sum(sizes[k] for k in op.keys) if sim.misses else 0 for op in self.trace]
+            per_op = sim.miss_bytes_by_op  # what the plan's cache will not hold at each op
             bw = max((self.stats.bandwidth(link) * self.config.io_threads for link in ("nvme->device",
                                                                                    "host->device")), default=0.0)
             issue = prefetch_schedule([op.seconds for op in self.trace], per_op, bw or 1e9,

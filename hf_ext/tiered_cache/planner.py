@@ -155,6 +155,7 @@ class SimResult:
     evictions: list[tuple[int, str]] = field(default_factory=list)
     peak_bytes: int = 0
     misses_by_key: Counter = field(default_factory=Counter)
+    miss_bytes_by_op: list[int] = field(default_factory=list)  # in the last replayed step
 
     @property
     def hit_rate(self) -> float:
@@ -175,7 +176,9 @@ def simulate(trace: Sequence[Op], sizes: Mapping[str, int], slots: Mapping[int, 
     for k in warm:
         if len(resident[sizes[k]]) < slots[sizes[k]]:
             resident[sizes[k]].add(k)
-    for _ in range(steps):
+    for step in range(steps):
+        if step == steps - 1:
+            res.miss_bytes_by_op = [0] * len(trace)
         for i, op in enumerate(trace):
             pinned = set(op.keys)
             for k in op.keys:
@@ -187,6 +190,8 @@ def simulate(trace: Sequence[Op], sizes: Mapping[str, int], slots: Mapping[int, 
                     res.misses += 1
                     res.misses_by_key[k] += 1
                     res.bytes_fetched += s
+                    if step == steps - 1:
+                        res.miss_bytes_by_op[i] += s
                     if len(resident[s]) >= slots[s]:
                         victim = choose_victim(resident[s] - pinned, policy, i, nu, last, arrived)
                         if victim is None:
