@@ -86,7 +86,7 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny shapes; results to benchmarks/out/")
     ap.add_argument("--shape", default=None, help="default: opt-125m-v8k (smoke: tiny)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per variant and round")
+    ap.add_argument("--steps", type=int, default=2, help="timed steps per variant and round")
     ap.add_argument("--seqlen", type=int, default=128)
     ap.add_argument("--nvme-path", default=None, help="folder on the local disk (default: benchmarks/out/nvme)")
     args = ap.parse_args()
