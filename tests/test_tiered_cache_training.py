@@ -152,17 +152,18 @@ def test_timeline_png_written(tmp_path):
     assert png.stat().st_size > 1000
 
 
-def _trainer_run(tmp_path, callback=None, steps=3):
+def _trainer_run(tmp_path, callback=None, steps=3, **extra):
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments
 
     model, _ = tiny_model("opt")
     ids = torch.cat(_batches(steps * 2 * 2))
     ds = Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=steps, per_device_train_batch_size=2,
-                             gradient_accumulation_steps=2, max_grad_norm=0.5, logging_steps=1, save_strategy="no",
-                             report_to=[], use_cpu=True, optim="adamw_torch", learning_rate=1e-2, seed=0,
-                             dataloader_num_workers=0, disable_tqdm=True)
+    kw = dict(output_dir=str(tmp_path / "out"), max_steps=steps, per_device_train_batch_size=2,
+              gradient_accumulation_steps=2, max_grad_norm=0.5, logging_steps=1, save_strategy="no", report_to=[],
+              use_cpu=True, optim="adamw_torch", learning_rate=1e-2, seed=0, dataloader_num_workers=0,
+              disable_tqdm=True)
+    args = TrainingArguments(**{**kw, **extra})
     trainer = Trainer(model, args, train_dataset=ds, callbacks=[callback] if callback else None)
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -208,3 +209,18 @@ def test_cli_bench_and_demo_row(capsys):
     assert "losses equal: True" in capsys.readouterr().out
     rows = demo_rows(None, None, None)
     assert rows[0].value > 0 and "losses equal: True" in rows[0].note
+
+
+def test_trainer_checkpoint_mid_training_saves_plain_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    from hf_ext.tiered_cache.callback import TieredCacheCallback
+
+    kw = dict(save_strategy="steps", save_steps=2, save_only_model=True)
+    ref_losses, _ = _trainer_run(tmp_path / "ref", **kw)
+    with TieredCacheCallback(_cfg(tmp_path / "nvme")) as cb:
+        losses, _ = _trainer_run(tmp_path / "ours", cb, **kw)
+    assert losses == ref_losses
+    ref = load_file(tmp_path / "ref" / "out" / "checkpoint-2" / "model.safetensors")
+    ours = load_file(tmp_path / "ours" / "out" / "checkpoint-2" / "model.safetensors")
+    assert ref.keys() == ours.keys() and all(torch.equal(ref[k], ours[k]) for k in ref)

@@ -209,6 +209,8 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
         self._bwd_pins.clear()
 
     def enter_op(self, name: str, keys: tuple[str, ...]) -> None:
+        if self.suspended:  # plain tensors in place (a checkpoint save or an evaluation): leave them alone
+            return
         now = time.perf_counter()
         self.timeline.add("compute", self._t_mark, now, name)
         self.reap()
@@ -226,6 +228,8 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
         self._t_mark = time.perf_counter()
 
     def exit_op(self, keys: tuple[str, ...]) -> None:
+        if self.suspended:
+            return
         for k in keys:
             self.blocks[k].pins -= 1
 
