@@ -77,7 +77,7 @@ class Timeline:
     def add(self, lane: str, start: float, end: float, label: str = "") -> None:
         if self.active:
             with self._lock:
-                self.events.append((lane, start - self.t0, end - self.t0, label))
+                self.events.append((lane, max(start - self.t0, 0.0), end - self.t0, label))
 
     def save_png(self, path: str) -> str:
         import matplotlib
