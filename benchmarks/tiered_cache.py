@@ -158,7 +158,7 @@ def main() -> int:
         ds_text = (f"DeepSpeed {ds_ok[0]['deepspeed']} ZeRO-3 with parameters and optimizer states on NVMe "
                    f"(stage3_max_live_parameters = {budget // 16}: as many parameters as the device budget holds with "
                    "their gradients and Adam states): "
-                   f"{ds_med:.3f} s/step, so ours is {ds_med / ours:.2f}x faster (bar 1.5x: "
+                   f"{ds_med:.3f} s/step, so ours runs at {ds_med / ours:.2f}x its speed (bar 1.5x: "
                    f"{'met' if ds_med / ours >= 1.5 else 'NOT met'}).")
     else:
         reason = next((r["error"] for r in ds_runs if "error" in r), "no DeepSpeed run")
