@@ -25,7 +25,9 @@ result = samia.compute(references=texts, model=model, tokenizer=tokenizer, num_s
                        labels=labels)
 print(f"SaMIA: AUROC {result['auroc']:.3f}, TPR@10%FPR {result['tpr_at_fpr']:.3f}")
 
+# texts longer than the model's context are refused unless truncated (the tiny model's context is 256 tokens)
+config = hf_ext.privacy.AttackConfig(max_length=model.config.max_position_embeddings)
 results = hf_ext.privacy.attack(model, tokenizer, texts, labels, methods=["loss", "zlib", "min_k", "min_k_plus_plus"],
-                                progress=False)
+                                config=config, progress=False)
 for name, r in results.items():
     print(f"{name}: AUROC {r.auroc:.3f}, TPR@10%FPR {r.tpr_at_fpr:.3f}")

@@ -37,9 +37,10 @@ _import_structure: dict[str, list[str]] = {
     "serving": ["BestEffortServer", "ServingSimulator", "Router"],
     "alignment": ["ISARAConfig", "ISARATrainer"],
     "tool_cl": ["ToolCLBenchmark", "ContinualTrainer", "ReplayConfig"],
+    "tiered_cache": ["TieredCacheConfig", "TieredCacheCallback", "TieredCachePlugin"],
 }
 _SUBPACKAGES = ("common", "compression", "structured", "any_precision", "speculative", "privacy", "metrics",
-                "serving", "alignment", "tool_cl")
+                "serving", "alignment", "tool_cl", "tiered_cache")
 
 __all__ = sorted(n for names in _import_structure.values() for n in names) + list(_SUBPACKAGES)
 __getattr__ = lazy_getattr(__name__, globals(), _import_structure, _SUBPACKAGES)
@@ -69,4 +70,5 @@ if TYPE_CHECKING:
     from .speculative import SpeculativeConfig, SpeculativeGenerationMixin
     from .structured import StructuredPruningConfig, prune_structured
     from .structured.optimum import OptimumStructuredPruner
+    from .tiered_cache import TieredCacheCallback, TieredCacheConfig, TieredCachePlugin
     from .tool_cl import ContinualTrainer, ReplayConfig, ToolCLBenchmark

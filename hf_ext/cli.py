@@ -28,6 +28,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "hf_ext.serving.cli",
     "hf_ext.alignment.cli",
     "hf_ext.tool_cl.cli",
+    "hf_ext.tiered_cache.cli",
 )
 
 _DEMO_MODULES: tuple[str, ...] = (
@@ -39,6 +40,7 @@ _DEMO_MODULES: tuple[str, ...] = (
     "hf_ext.serving.demo",
     "hf_ext.alignment.demo",
     "hf_ext.tool_cl.demo",
+    "hf_ext.tiered_cache.demo",
 )
 
 

@@ -19,6 +19,7 @@ EXPECTED = {
     "best_effort_serving.py": "best-effort server answered",
     "self_alignment.py": "held-out score before",
     "tool_continual_learning.py": "Tool-CL metrics:",
+    "tiered_cache_trainer.py": "tiered cache: device hit rate",
 }
 
 

@@ -1,0 +1,121 @@
+"""Timed training steps with and without the tiered cache, shared by the benchmark, the demo row and
+``hf-ext bench tiered-cache``."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import TieredCacheConfig
+
+SHAPES = {  # random-weight OPT shapes (vocabulary cut so the largest tensor's Adam update fits a 25 % budget)
+    "tiny": dict(hidden_size=64, ffn_dim=256, num_hidden_layers=2, num_attention_heads=4, vocab_size=512,
+                 max_position_embeddings=64),
+    "opt-125m-v8k": dict(hidden_size=768, ffn_dim=3072, num_hidden_layers=12, num_attention_heads=12,
+                         vocab_size=8192, max_position_embeddings=2048),
+    "opt-350m-v8k": dict(hidden_size=1024, ffn_dim=4096, num_hidden_layers=24, num_attention_heads=16,
+                         vocab_size=8192, max_position_embeddings=2048),
+}
+
+
+def opt_model(shape: str, seed: int = 0) -> torch.nn.Module:
+    from transformers import OPTConfig, OPTForCausalLM
+
+    kw = SHAPES[shape]
+    cfg = OPTConfig(**kw, word_embed_proj_dim=kw["hidden_size"], dropout=0.0,
+                    attention_dropout=0.0, pad_token_id=1, bos_token_id=2, eos_token_id=2)
+    torch.manual_seed(seed)
+    model = OPTForCausalLM(cfg)
+    model.train()
+    return model
+
+
+def training_state_bytes(model: torch.nn.Module) -> int:
+    """Parameters + gradients + Adam m and v (fp32)."""
+    return 4 * sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def device_budget_for(model: torch.nn.Module, fraction: float = 0.25) -> int:
+    """``fraction`` of the training state, raised to the smallest working set the pool accepts (tiny shapes)."""
+    from .planner import min_device_bytes, size_histogram
+
+    sizes = {f"{i}:{k}": p.numel() * p.element_size() for i in range(4) for k, p in model.named_parameters()}
+    return max(int(training_state_bytes(model) * fraction), min_device_bytes(size_histogram(sizes)))
+
+
+@dataclass
+class RunResult:
+    step_seconds: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    stats: dict | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.step_seconds)
+
+
+def train_steps(model: torch.nn.Module, config: TieredCacheConfig | None, steps: int, warmup: int = 2,
+                batch: int = 1, seqlen: int = 128, seed: int = 1) -> RunResult:
+    """``warmup`` untimed then ``steps`` timed AdamW steps; with ``config`` under the tiered cache."""
+    from .attach import TieredEngine
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    eng = TieredEngine(config, model, opt) if config is not None else None
+    g = torch.Generator().manual_seed(seed)
+    vocab = model.config.vocab_size
+    out = RunResult()
+    try:
+        for i in range(warmup + steps):
+            ids = torch.randint(3, vocab, (batch, seqlen), generator=g)
+            t0 = time.perf_counter()
+            loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            if i >= warmup:
+                out.step_seconds.append(time.perf_counter() - t0)
+            out.losses.append(loss.item())
+            if eng is not None and i == warmup - 1:
+                eng.stats = type(eng.stats)(io_mode=eng.stats.io_mode)  # count the timed steps only
+        if eng is not None:
+            s = eng.summary()
+            out.stats = {**s.to_dict(), "stall_per_step": s.stall_seconds / max(steps, 1),
+                         "nvme_bytes_per_step": (s.bytes["nvme->device"] + s.bytes["device->nvme"]) / max(steps, 1)}
+    finally:
+        if eng is not None:
+            eng.detach()
+    return out
+
+
+def disk_bandwidth(path: str, nbytes: int = 256 << 20) -> float:
+    """Measured bytes/s of writing then reading ``nbytes`` through the NVMe store (O_DIRECT where allowed)."""
+    from .pools import SlotPool
+    from .storage import NvmeStore
+
+    pool = SlotPool({nbytes: 1})
+    pool.raw(0).fill_(7)
+    store = NvmeStore(path)
+    try:
+        t0 = time.perf_counter()
+        store.write("probe", pool.raw(0), nbytes)
+        os.sync()
+        store.read("probe", pool.raw(0), nbytes)
+        return 2 * nbytes / (time.perf_counter() - t0)
+    finally:
+        store.close()
+
+
+def quick_comparison(shape: str = "tiny", steps: int = 3, nvme_path: str | None = None) -> dict:
+    """In-memory floor vs the tiered cache (NVMe tier, device budget 25 % of the training state)."""
+    with tempfile.TemporaryDirectory(dir=nvme_path) as d:
+        floor = train_steps(opt_model(shape), None, steps, seqlen=32)
+        model = opt_model(shape)
+        cfg = TieredCacheConfig(device_budget=device_budget_for(model), host_budget=0,
+                                nvme_path=d, device_pool_divisor=1.0)
+        ours = train_steps(model, cfg, steps, seqlen=32)
+    return {"floor": floor, "ours": ours}
