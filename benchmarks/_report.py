@@ -57,17 +57,20 @@ def write_section(name: str, title: str, body: str, packages: tuple[str, ...] = 
                   load_before: float | None = None) -> Path:
     """Write ``results/<name>.md`` with the command, machine, date, load average before / after and versions, then
     ``body`` (markdown). ``load_before`` defaults to the load when this module was imported (the script's start).
-    A load above :data:`LOAD_LIMIT` is flagged in the file: such timings must be rerun before anyone quotes them."""
+    The load before the run measures other jobs: above :data:`LOAD_LIMIT` the section is flagged, and its timings
+    must be rerun before anyone quotes them. The load after includes the benchmark's own threads (2 on 2 cores)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     command = " ".join([Path(sys.executable).name, *sys.argv])
     before = _LOAD_AT_START if load_before is None else load_before
     after = load_average()
-    flag = "" if max(before, after) <= LOAD_LIMIT else (
-        f" **above {LOAD_LIMIT}: timings in this section are not valid; rerun on an idle machine**")
+    flag = "" if before <= LOAD_LIMIT else (
+        f" **other jobs were running (above {LOAD_LIMIT} before the start): timings in this section are not valid; "
+        "rerun on an idle machine**")
     text = (
         f"## {title}\n\n- command: `{command}`\n- machine: {machine()}\n"
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
-        f"- load average (1 min): {before:.2f} before, {after:.2f} after{flag}\n"
+        f"- load average (1 min): {before:.2f} before the start, {after:.2f} at the end (the latter includes this "
+        f"benchmark's own threads){flag}\n"
         f"- versions: {versions(*packages)}\n\n{body.strip()}\n"
     )
     path = RESULTS_DIR / f"{name}.md"
