@@ -23,5 +23,6 @@ def demo_rows(model, tokenizer, ctx) -> list:
     achieved = sparse.config.quantization_config.achieved_sparsity
     seconds = time.perf_counter() - start
     del sparse
-    return [DemoRow("compression", "50% mrp (simulated) + wanda", "perplexity", ppl, ctx.dense_ppl if ctx.dense_ppl else "",
+    return [DemoRow("compression", "50% mrp (simulated) + wanda", "perplexity", ppl,
+                    ctx.dense_ppl if ctx.dense_ppl else "",
                     f"achieved sparsity {achieved:.3f} (8 x 256 calibration tokens); {seconds:.0f} s")]
