@@ -26,25 +26,15 @@ def _padded(gen, batch, lo=4, hi=12):
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_text_dir_module):
+def trained(tiny_text_dir):
     target, tok = tiny_model("gemma", seed=0)
-    cfg = EagleTrainingConfig(num_layers=1, draft_vocab_size=120, data=str(tiny_text_dir_module), n_samples=12,
+    cfg = EagleTrainingConfig(num_layers=1, draft_vocab_size=120, data=str(tiny_text_dir), n_samples=12,
                               seqlen=48, max_steps=40, batch_size=4, learning_rate=3e-3, warmup_steps=2,
                               feature_batch=6)
     result = train_eagle_draft(target, tok, cfg, target_name="tiny-gemma", progress=False)
     return target, tok, result
 
 
-@pytest.fixture(scope="module")
-def tiny_text_dir_module(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eagle_text")
-    words = ("the model reads a token and predicts the next one while the cache keeps keys and values "
-             "so that decoding runs fast on small machines and large ones alike").split()
-    g = torch.Generator().manual_seed(0)
-    for i in range(8):
-        idx = torch.randint(0, len(words), (300,), generator=g).tolist()
-        (root / f"doc{i}.txt").write_text(" ".join(words[j] for j in idx) + ".\n")
-    return root
 
 
 def test_training_lowers_the_loss(trained):
@@ -125,7 +115,7 @@ def test_bad_configs_raise():
         draft.bind_target(other)
 
 
-def test_cli_train_draft_then_generate_with_it(tmp_path, tiny_text_dir_module):
+def test_cli_train_draft_then_generate_with_it(tmp_path, tiny_text_dir):
     import subprocess
     import sys
 
@@ -133,7 +123,7 @@ def test_cli_train_draft_then_generate_with_it(tmp_path, tiny_text_dir_module):
     model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     base = [sys.executable, "-m", "hf_ext.cli", "speculative"]
-    res = subprocess.run([*base, "train-draft", "--model", str(tmp_path / "m"), "--data", str(tiny_text_dir_module),
+    res = subprocess.run([*base, "train-draft", "--model", str(tmp_path / "m"), "--data", str(tiny_text_dir),
                           "--out", str(tmp_path / "d"), "--draft-vocab", "100", "--samples", "8", "--seqlen", "32",
                           "--steps", "6", "--batch-size", "4"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -171,9 +161,9 @@ def test_default_model_trained_draft_is_lossless_and_beats_untrained():
     assert trained.acceptance > untrained.acceptance + 0.1
 
 
-def test_unrolled_training_lowers_the_loss_and_stays_lossless(tiny_text_dir_module, tmp_path):
+def test_unrolled_training_lowers_the_loss_and_stays_lossless(tiny_text_dir, tmp_path):
     target, tok = tiny_model("llama", seed=0)
-    cfg = EagleTrainingConfig(num_layers=1, draft_vocab_size=100, data=str(tiny_text_dir_module), n_samples=8,
+    cfg = EagleTrainingConfig(num_layers=1, draft_vocab_size=100, data=str(tiny_text_dir), n_samples=8,
                               seqlen=40, max_steps=25, batch_size=4, learning_rate=3e-3, warmup_steps=2, unroll=2)
     result = train_eagle_draft(target, tok, cfg, output_dir=str(tmp_path / "d"), progress=False)
     losses = [v for _, v in result.losses]
