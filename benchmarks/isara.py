@@ -8,11 +8,14 @@ once; the one-round run consumes exactly the passages the three rounds consume) 
 bootstrap CI; differences: paired bootstrap over the same questions. Wall time: each condition's own seconds,
 evaluation included.
 
-The CPU default is sized for ~8 minutes on the idle 2-core machine with Gemma 3 270M (an estimate scaled from runs
-on a loaded machine; fine-tuning costs about 2 CPU-seconds per row there), which forces tiny budgets: 4 generations
-per round (12 in all), 2 in-context examples, 24 held-out questions, 1 SFT epoch per round, one seed
-(``--rounds 1``), and a warm start: (d) and (e) begin from (b)'s SFT-on-seeds adapter and each round trains only on
-its new samples (``train_on="new_only"``), so the 64 seeds are fine-tuned on once instead of three times.
+The CPU default is sized for ~13 minutes on the idle 2-core machine with Gemma 3 270M: 32 generations per round
+(96 in all), 2 in-context examples, all 105 held-out questions, 1 SFT epoch (batch 4), one seed (``--rounds 1``).
+Every condition starts from the base model with a fresh adapter (same init seed) and trains on each example once
+(``train_on="new"``: round 1 on the seeds + its kept samples, later rounds on their new samples only), so (d) after
+three rounds and (e) see the same kinds of rows the same number of times and differ only in whether the generator
+was updated between rounds; (b) is the seeds alone. The last column counts held-out answers that differ from (b)'s:
+it shows whether a few self-generated rows changed the model's greedy answers at all. (An earlier run with 4
+generations per round and a warm start from (b) changed none: one or two LoRA steps do not move greedy argmaxes.)
 ``--device cuda`` switches to the prepared GPU budgets (128 generations per round, 4 in-context examples, all 105
 held-out questions, 2 epochs, 3 seeds).
 
@@ -54,13 +57,13 @@ TRAIN_ON_WORDS = {"new": "the seeds + round-1 samples, then only each round's ne
                               "(warm start: each example trained on once)",
                   "seeds+kept": "the seeds + every sample kept so far", "kept": "every sample kept so far"}
 PROFILES = {
-    "cpu": dict(samples=4, iterations=3, heldout=24, icl=2, max_new_tokens=40, eval_max_new_tokens=16, epochs=1.0,
-                prefilter=300, gen_batch=4, eval_batch=12, rounds=1, train_on="new_only", warm_start=True),
+    "cpu": dict(samples=32, iterations=3, heldout=105, icl=2, max_new_tokens=40, eval_max_new_tokens=16, epochs=1.0,
+                prefilter=300, gen_batch=8, eval_batch=15, rounds=1, train_on="new", warm_start=False, batch=4),
     "cuda": dict(samples=128, iterations=3, heldout=105, icl=4, max_new_tokens=64, eval_max_new_tokens=32,
-                 epochs=2.0, prefilter=2000, gen_batch=64, eval_batch=64, rounds=3, train_on="seeds+kept",
-                 warm_start=False),
+                 epochs=2.0, prefilter=2000, gen_batch=64, eval_batch=64, rounds=3, train_on="new",
+                 warm_start=False, batch=8),
     "smoke": dict(samples=2, iterations=3, heldout=4, icl=2, max_new_tokens=8, eval_max_new_tokens=4, epochs=1.0,
-                  prefilter=40, gen_batch=4, eval_batch=4, rounds=1, train_on="new_only", warm_start=True),
+                  prefilter=40, gen_batch=4, eval_batch=4, rounds=1, train_on="new", warm_start=False, batch=4),
 }
 
 
@@ -79,7 +82,7 @@ def load_base(args):
 
 def config(args, p, out: str, seed: int) -> ISARAConfig:
     sft = default_sft_config()
-    sft.num_train_epochs, sft.per_device_train_batch_size, sft.seed = p["epochs"], 8, seed
+    sft.num_train_epochs, sft.per_device_train_batch_size, sft.seed = p["epochs"], p["batch"], seed
     sft.logging_steps = 1000
     if args.smoke:
         sft.max_steps = 2
@@ -147,6 +150,7 @@ def one_round(args, p, base, tok, seeds, heldout, pool, retriever, scorer, seed:
 def summarize(rounds: list[dict], p: dict) -> tuple[str, list[str], dict]:
     names = list(rounds[0])
     rows = []
+    ref = rounds[0]["(b) SFT on seeds"]["eval"]["responses"]
     for n in names:
         means = [r[n]["eval"]["mean"] for r in rounds]
         first = rounds[0][n]
@@ -155,9 +159,12 @@ def summarize(rounds: list[dict], p: dict) -> tuple[str, list[str], dict]:
         loss = f"{first['sft_loss']:.3f}" if first.get("sft_loss") is not None else "-"
         spread = f" (seeds: median {statistics.median(means):.4f}, {min(means):.4f}-{max(means):.4f})" \
             if len(rounds) > 1 else ""
+        changed = sum(a != b for a, b in zip(e["responses"], ref))  # did the condition change any answer at all?
         rows.append([n, f"{e['mean']:.4f} [{e['ci_low']:.4f}, {e['ci_high']:.4f}]{spread}", kept, loss,
+                     f"{changed} / {len(ref)}",
                      f"{statistics.median(r[n]['seconds'] for r in rounds):.0f}"])
     body = table(["condition", "held-out score, 95% CI (first seed)", "kept / generated", "SFT loss",
+                  "answers differing from (b)",
                   "wall s (median; (d) cumulative, pool ranking included)"], rows)
     last = [n for n in names if n.startswith("(d)")][-1]
     once = next(n for n in names if n.startswith("(e)"))
