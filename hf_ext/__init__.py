@@ -52,6 +52,8 @@ def _register() -> None:
     for config_path, quantizer_path in _QUANTIZATION_METHODS:
         module, _, name = config_path.partition(":")
         register_method(getattr(importlib.import_module(module), name), quantizer_path)
+    # AutoConfig / AutoModel.from_pretrained(eagle_draft_dir): a light config and a stand-in model class
+    importlib.import_module(f"{__name__}.speculative.eagle_config").register_auto_classes()
     importlib.import_module(f"{__name__}.metrics").install()  # evaluate.load("samia") by name, offline; never raises
 
 

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -55,3 +56,20 @@ def tiny_text_dir(tmp_path_factory):
         idx = torch.randint(0, len(words), (400,), generator=g).tolist()
         (root / f"doc{i:02d}.txt").write_text(" ".join(words[j] for j in idx) + ".\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """Factory: ``tiny_model_dir(kind="opt", **kw)`` saves ``tiny_model(kind, **kw)`` (weights and tokenizer) into a
+    fresh temporary folder and returns its Path. Session-scoped (``tmp_path_factory``) so that module-scoped fixtures
+    can use it too; every call builds and saves a new model, so tests may write into the folder."""
+    from hf_ext.common.models import tiny_model
+
+    def make(kind: str = "opt", name: str = "tiny", **kw) -> Path:
+        model, tok = tiny_model(kind, **kw)
+        path = tmp_path_factory.mktemp(name)
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+        return path
+
+    return make

@@ -3,16 +3,10 @@ import sys
 
 import pytest
 
-from hf_ext.common.models import tiny_model
-
 
 @pytest.fixture(scope="module")
-def saved_tiny(tmp_path_factory):
-    model, tok = tiny_model("llama")
-    path = tmp_path_factory.mktemp("tiny")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+def saved_tiny(tiny_model_dir):
+    return tiny_model_dir("llama")
 
 
 def _cli(*args):

@@ -6,15 +6,10 @@ import sys
 
 import pytest
 
-from hf_ext.common.models import tiny_model
-
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    model, tok = tiny_model("llama")
-    path = tmp_path_factory.mktemp("tiny")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
+def saved(tmp_path_factory, tiny_model_dir):
+    path = tiny_model_dir("llama")
     long = tmp_path_factory.mktemp("mia") / "long.jsonl"
     rows = [{"input": "word " * 400, "label": 1}, {"input": "short text here", "label": 0}]
     long.write_text("".join(json.dumps(r) + "\n" for r in rows))

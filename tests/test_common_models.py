@@ -68,13 +68,13 @@ def test_default_model_loads_and_is_gemma3():
 def test_atomic_writes_get_ordinary_permissions(tmp_path):
     import os
 
-    from hf_ext.common.utils import _umask, atomic_write_text
+    from hf_ext.common.utils import atomic_write_text, current_umask
 
     atomic_write_text(tmp_path / "f.txt", "x")
     with atomic_dir(tmp_path / "d"):
         pass
-    assert (os.stat(tmp_path / "f.txt").st_mode & 0o777) == 0o666 & ~_umask()
-    assert (os.stat(tmp_path / "d").st_mode & 0o777) == 0o777 & ~_umask()
+    assert (os.stat(tmp_path / "f.txt").st_mode & 0o777) == 0o666 & ~current_umask()
+    assert (os.stat(tmp_path / "d").st_mode & 0o777) == 0o777 & ~current_umask()
 
 
 def test_tiny_model_is_silent_and_takes_vocab_size(capfd):

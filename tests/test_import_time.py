@@ -19,8 +19,8 @@ print(json.dumps({"transformers": t1 - t0, "hf_ext": t2 - t1, "modules": sorted(
 
 # Implementation modules that registration must not load (each pulls torch kernels, scipy or the modeling stack).
 _HEAVY = ("hf_ext.compression.pipeline", "hf_ext.compression.quantizer", "hf_ext.structured.importance",
-          "hf_ext.any_precision.quantizer", "hf_ext.speculative.mixin", "hf_ext.privacy.samia", "scipy", "sklearn",
-          "matplotlib", "transformers.modeling_utils")
+          "hf_ext.any_precision.quantizer", "hf_ext.speculative.mixin", "hf_ext.speculative.eagle",
+          "hf_ext.privacy.samia", "scipy", "sklearn", "matplotlib", "transformers.modeling_utils")
 
 
 def test_import_hf_ext_is_cheap_and_lazy():

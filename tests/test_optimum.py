@@ -7,7 +7,6 @@ from transformers import AutoModelForCausalLM
 
 from hf_ext.any_precision import AnyPrecisionConfig
 from hf_ext.any_precision.optimum import OptimumAnyPrecisionQuantizer
-from hf_ext.common.models import tiny_model
 from hf_ext.compression import CompressionConfig
 from hf_ext.compression.optimum import OptimumCompressionQuantizer
 from hf_ext.structured import StructuredPruningConfig
@@ -15,12 +14,8 @@ from hf_ext.structured.optimum import OptimumStructuredPruner
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    model, tok = tiny_model("opt")
-    path = tmp_path_factory.mktemp("src")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+def saved(tiny_model_dir):
+    return tiny_model_dir("opt", name="src")
 
 
 def _cases(calib):

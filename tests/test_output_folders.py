@@ -8,17 +8,12 @@ import textwrap
 
 import pytest
 
-from hf_ext.common.models import tiny_model
 from hf_ext.common.utils import MANIFEST, atomic_dir, check_output_dir
 
 
 @pytest.fixture(scope="module")
-def saved_opt(tmp_path_factory):
-    model, tok = tiny_model("opt")
-    path = tmp_path_factory.mktemp("src")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+def saved_opt(tiny_model_dir):
+    return tiny_model_dir("opt", name="src")
 
 
 def _commands(src, calib, out):

@@ -1,10 +1,14 @@
 """The trained EAGLE-style draft on tiny models: lossless greedy, save / reload, training lowers the loss, the CLI."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from safetensors import safe_open
+from transformers import AutoModel
 
 import hf_ext
 from hf_ext.common.models import tiny_model
@@ -98,6 +102,27 @@ def test_save_reload_identical_logits_and_card(trained, tmp_path):
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match="bind_target"):
         EagleDraftModel.from_pretrained(tmp_path / "d")(hidden_states=h, input_ids=ids)
+
+
+def test_auto_classes_load_a_draft_after_a_bare_import_hf_ext(tmp_path):
+    target, _ = tiny_model("llama", seed=0)
+    EagleDraftModel(eagle_config_for(target, 1, 64)).save_pretrained(tmp_path / "d")
+    code = f"""
+import json, sys, hf_ext
+from transformers import AutoConfig, AutoModel
+lazy = "hf_ext.speculative.eagle" not in sys.modules
+config = AutoConfig.from_pretrained({str(tmp_path / "d")!r})
+model = AutoModel.from_pretrained({str(tmp_path / "d")!r})
+built = AutoModel.from_config(config)
+print(json.dumps([lazy, type(config).__name__, type(model).__name__, type(built).__name__,
+                  type(AutoModel.from_pretrained({str(tmp_path / "d")!r})).__name__]))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_EXT_NO_METRIC_INSTALL": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    lazy, *names = json.loads(res.stdout.strip().splitlines()[-1])
+    assert lazy and names == ["EagleDraftConfig", "EagleDraftModel", "EagleDraftModel", "EagleDraftModel"]
+    assert type(AutoModel.from_pretrained(tmp_path / "d")) is EagleDraftModel  # the real class, once imported
 
 
 def test_bad_configs_raise():

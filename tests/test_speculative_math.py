@@ -19,7 +19,7 @@ from hf_ext.speculative import (
     rejection_verify,
 )
 from hf_ext.speculative.config import SpeculativeConfig
-from hf_ext.speculative.mixin import _Lookahead
+from hf_ext.speculative.mixin import LookaheadController
 
 
 @pytest.mark.parametrize(
@@ -91,14 +91,14 @@ def test_auto_lookahead_adapts_to_observed_acceptance():
     cfg = SpeculativeConfig(prior_weight=1.0)
     prof = LatencyProfile(target={1: 0.1, 2: 0.105, 17: 0.2}, draft=0.004)
     tracker = AcceptanceTracker(prior_rate=0.5, prior_weight=1.0)
-    ctl = _Lookahead("auto", cfg, prof, tracker)
+    ctl = LookaheadController("auto", cfg, prof, tracker)
     start = ctl.choose(1)
     tracker.observe([8] * 20, 8)  # everything accepted
     high = ctl.choose(1)
     tracker.observe([0] * 400, 8)  # then everything rejected
     low = ctl.choose(1)
     assert high > start and low < high and low <= 1
-    assert _Lookahead(3, cfg, None, tracker).choose(1) == 3
+    assert LookaheadController(3, cfg, None, tracker).choose(1) == 3
 
 
 def test_greedy_verify_and_lockstep():
@@ -142,11 +142,11 @@ def test_rejection_sampling_single_step_distribution():
 def test_auto_probes_only_while_unsure():
     cfg = SpeculativeConfig(probe_every=3, probe_until=10)
     prof = LatencyProfile(target={1: 0.1, 17: 0.2}, draft=0.5)  # a draft this slow never pays: plan 0
-    unsure = _Lookahead("auto", cfg, prof, AcceptanceTracker())
+    unsure = LookaheadController("auto", cfg, prof, AcceptanceTracker())
     assert [unsure.choose(1) for _ in range(3)] == [0, 0, 1]  # the third zero iteration probes
     sure_tracker = AcceptanceTracker()
     sure_tracker.observe([1] * 20, 2)
-    sure = _Lookahead("auto", cfg, prof, sure_tracker)
+    sure = LookaheadController("auto", cfg, prof, sure_tracker)
     assert [sure.choose(1) for _ in range(6)] == [0] * 6
 
 

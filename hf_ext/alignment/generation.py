@@ -18,11 +18,11 @@ puts the header and k nearest seed examples before it.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
-import torch
 from transformers.utils import logging
+
+from ..common.generation import batched_generate
 
 logger = logging.get_logger(__name__)
 
@@ -60,82 +60,16 @@ def first_line(text: str) -> str:
     return ""
 
 
-@contextlib.contextmanager
-def _left_padding(tokenizer):
-    side, pad = tokenizer.padding_side, tokenizer.pad_token
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    try:
-        yield
-    finally:
-        tokenizer.padding_side = side
-        if pad is None:
-            tokenizer.pad_token = None
-
-
-class StopOnText:
-    """Stop each sequence once its continuation's decoded last ``window`` tokens contain a stop string.
-
-    ``generate(stop_strings=...)`` precomputes a table over the whole vocabulary on every call (seconds for
-    Gemma's 262k tokens); decoding a few tokens per step is far cheaper for short continuations.
-    """
-
-    def __init__(self, tokenizer, stops: Sequence[str], prompt_len: int, window: int = 6):
-        self.tokenizer, self.stops, self.prompt_len, self.window = tokenizer, list(stops), prompt_len, window
-
-    def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
-        new = input_ids[:, self.prompt_len:]
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        if new.shape[1] == 0:
-            return done
-        tails = self.tokenizer.batch_decode(new[:, -self.window:], skip_special_tokens=True)
-        for i, text in enumerate(tails):
-            done[i] = any(s in text for s in self.stops)
-        return done
-
-
-@torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 48, temperature: float = 0.7,
              top_p: float = 0.9, batch_size: int = 8, seed: int | None = 0, max_prompt_tokens: int = 768,
              progress: bool = True, desc: str = "generate", stop: Sequence[str] | None = None) -> list[str]:
     """Continuations of ``prompts`` (decoded without the prompt), in batches with a progress bar.
 
-    ``temperature == 0`` decodes greedily. With a ``seed``, each batch starts from ``seed + batch index`` so a run
-    is reproducible regardless of what ran before. Prompts longer than ``max_prompt_tokens`` keep their end.
-    ``stop``: strings that end a continuation early (saves most of the decoding when the model goes on writing
-    further examples); checked on the decoded tail of each sequence, see :class:`StopOnText`.
+    :func:`hf_ext.common.generation.batched_generate` with this capability's defaults (sampling at 0.7 / top-p 0.9,
+    seeded per batch, prompts cut to their last 768 tokens). ``temperature == 0`` decodes greedily. ``stop``:
+    strings that end a continuation early (saves most of the decoding when the model goes on writing further
+    examples); the returned text may hold the stop string and what followed it in the same step.
     """
-    from tqdm.auto import tqdm
-
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out: list[str] = []
-    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else \
-        dict(do_sample=False, temperature=None, top_p=None, top_k=None)
-    with _left_padding(tokenizer):
-        trunc_side, tokenizer.truncation_side = tokenizer.truncation_side, "left"
-        try:
-            for b, start in enumerate(tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress)):
-                chunk = list(prompts[start : start + batch_size])
-                enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
-                                max_length=max_prompt_tokens).to(device)
-                if seed is not None:
-                    torch.manual_seed(seed + b)
-                extra = {}
-                if stop:
-                    from transformers import StoppingCriteriaList
-
-                    extra["stopping_criteria"] = StoppingCriteriaList(
-                        [StopOnText(tokenizer, stop, enc["input_ids"].shape[1])])
-                ids = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                     **sampling, **extra)
-                new = ids[:, enc["input_ids"].shape[1]:]
-                out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
-        finally:
-            tokenizer.truncation_side = trunc_side
-    model.train(was_training)
-    return out
+    return batched_generate(model, tokenizer, prompts, max_new_tokens, batch_size=batch_size,
+                            temperature=temperature, top_p=top_p, seed=seed, max_prompt_tokens=max_prompt_tokens,
+                            stop=stop, progress=progress, desc=desc)

@@ -113,7 +113,7 @@ def load_text(source: str | os.PathLike, split: str = "eval") -> list[str]:
     )
 
 
-def _bos_id(tokenizer: PreTrainedTokenizerBase, add_bos: bool | str) -> int | None:
+def window_bos_id(tokenizer: PreTrainedTokenizerBase, add_bos: bool | str) -> int | None:
     """The BOS id to start each window with: "auto" uses it when the tokenizer adds one itself."""
     if add_bos == "auto":
         probe = tokenizer("a").input_ids
@@ -166,7 +166,7 @@ def calibration_batches(
     docs = load_text(source, split)
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(docs), generator=gen).tolist()
-    bos = _bos_id(tokenizer, add_bos)
+    bos = window_bos_id(tokenizer, add_bos)
     body = seqlen - (bos is not None)
     # Four times the tokens needed gives the random offsets room without tokenizing a whole corpus.
     stream = tokenize_stream(tokenizer, [docs[i] for i in order], max_tokens=4 * n_samples * body)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .data import _bos_id, load_text, tokenize_stream
+from .data import load_text, tokenize_stream, window_bos_id
 
 
 @dataclass
@@ -99,7 +99,7 @@ def perplexity(
         docs, source = list(data), "given texts"
     else:
         docs, source = load_text(data, split), f"{data} ({split})"
-    bos = _bos_id(tokenizer, add_bos)
+    bos = window_bos_id(tokenizer, add_bos)
     max_windows = None
     if max_tokens is not None:
         max_windows = max(1, math.ceil(max_tokens / (seqlen - 1)))

@@ -14,7 +14,8 @@ _import_structure: dict[str, list[str]] = {
                    "leviathan_speedup", "plan_lookaheads", "predicted_throughput", "predicted_throughput_mix"],
     "config": ["SpeculativeConfig"],
     "drafts": ["Drafter", "ModelDrafter", "PromptLookupDrafter", "frequency_vocab", "shallow_self_draft"],
-    "eagle": ["EagleDraftConfig", "EagleDraftModel"],
+    "eagle": ["EagleDraftModel"],
+    "eagle_config": ["EagleDraftConfig"],
     "eagle_drafter": ["EagleDrafter"],
     "eagle_train": ["EagleTrainingConfig", "train_eagle_draft"],
     "entry": ["CUSTOM_GENERATE_DIR", "SpeculativeGenerationMixin", "generate_with_draft"],
@@ -40,7 +41,8 @@ if TYPE_CHECKING:
     )
     from .config import SpeculativeConfig
     from .drafts import Drafter, ModelDrafter, PromptLookupDrafter, frequency_vocab, shallow_self_draft
-    from .eagle import EagleDraftConfig, EagleDraftModel
+    from .eagle import EagleDraftModel
+    from .eagle_config import EagleDraftConfig
     from .eagle_drafter import EagleDrafter
     from .eagle_train import EagleTrainingConfig, train_eagle_draft
     from .entry import CUSTOM_GENERATE_DIR, SpeculativeGenerationMixin, generate_with_draft

@@ -22,51 +22,14 @@ from dataclasses import dataclass
 
 import torch
 from huggingface_hub import ModelCard, ModelCardData
-from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers import AutoConfig, AutoModel, LlamaConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.masking_utils import create_causal_mask
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 from transformers.utils import ModelOutput
 
 from ..common.hub import attach_model_card
-
-
-@strict
-class EagleDraftConfig(LlamaConfig):
-    """Config of :class:`EagleDraftModel`: a Llama decoder-layer config plus the draft's own fields.
-
-    Args:
-        draft_vocab_size: Tokens the draft head scores (the most frequent ones of the training text).
-        target_vocab_size: The target's vocabulary (verification runs over it).
-        target_model: Name or path of the target the draft was trained for (written into the model card).
-        training_data: What it was trained on (written into the model card).
-        feature_loss_weight: Weight of the Smooth-L1 loss between the draft output and the next target feature.
-        token_loss_weight: Weight of the cross-entropy against the target's own next-token choice.
-        train_unroll: Training passes per batch (1: EAGLE-1). With ``k > 1``, pass ``i`` reads the previous pass's
-            outputs in place of the target features (a cheap form of EAGLE-3's "training-time test", so later draft
-            steps see their own estimates as at inference); its loss is weighted ``0.8 ** i``.
-    """
-
-    model_type = "hf_ext_eagle_draft"
-    draft_vocab_size: int = 8192
-    target_vocab_size: int = 32000
-    target_model: str | None = None
-    training_data: str | None = None
-    feature_loss_weight: float = 1.0
-    token_loss_weight: float = 1.0
-    train_unroll: int = 1
-
-    def __post_init__(self, **kwargs):
-        # plain ValueErrors here (strict dataclass validators wrap theirs in another exception type)
-        if not 1 <= self.draft_vocab_size <= self.target_vocab_size:
-            raise ValueError(f"draft_vocab_size must be in [1, target_vocab_size={self.target_vocab_size}], got "
-                             f"{self.draft_vocab_size}.")
-        if self.train_unroll < 1:
-            raise ValueError(f"train_unroll must be >= 1, got {self.train_unroll}.")
-        if self.feature_loss_weight < 0 or self.token_loss_weight < 0:
-            raise ValueError(f"Loss weights must be >= 0, got {self.feature_loss_weight}, {self.token_loss_weight}.")
-        super().__post_init__(**kwargs)
+from .eagle_config import EagleDraftConfig
 
 
 @dataclass
@@ -255,6 +218,6 @@ def _make_card(model: EagleDraftModel) -> str:
         draft_vocab=c.draft_vocab_size, target_vocab=c.target_vocab_size, data=c.training_data or "not recorded"))
 
 
-# AutoConfig / AutoModel know the draft once this module is imported (AutoModel.from_pretrained(draft_dir))
+# The real class takes the place of the stand-in that `import hf_ext` registers (see .eagle_config)
 AutoConfig.register(EagleDraftConfig.model_type, EagleDraftConfig, exist_ok=True)
 AutoModel.register(EagleDraftConfig, EagleDraftModel, exist_ok=True)

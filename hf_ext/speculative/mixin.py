@@ -26,6 +26,7 @@ from .analytical import AcceptanceTracker, LatencyProfile, PositionalAcceptance,
 from .config import SpeculativeConfig
 from .drafts import DecodeState, Drafter, ModelDrafter, PromptLookupDrafter
 from .inputs import ExtraInputs
+from .profiling import target_forward, time_target_forwards
 from .stats import SpeculativeStats
 from .verify import greedy_verify, lockstep_tokens, rejection_verify
 
@@ -68,14 +69,6 @@ def _check_num_draft_tokens(num_draft_tokens) -> None:
         raise ValueError(f"num_draft_tokens must be a positive int or 'auto', got {num_draft_tokens!r}.")
 
 
-def _forward(model, state: DecodeState, tokens: torch.Tensor, start: int, cache, keep: int,
-             extra: ExtraInputs | None = None):
-    end = start + tokens.shape[1]
-    more = extra.for_forward(start, end) if extra else {}
-    return model(input_ids=tokens, attention_mask=state.mask_upto(end), position_ids=state.pos_range(start, end),
-                 cache=cache, use_cache=True, logits_to_keep=keep, **more)
-
-
 @contextlib.contextmanager
 def _capture_last_hidden(model, wanted: bool):
     """Record the target's last hidden state (the input of its LM head) of every forward in ``box[0]``."""
@@ -94,28 +87,7 @@ def _capture_last_hidden(model, wanted: bool):
         handle.remove()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _profile_target(model, state: DecodeState, cache, sizes, extra: ExtraInputs | None = None) -> LatencyProfile:
-    """Time one target forward of each size on the current cache, then crop the probes away."""
-    profile = LatencyProfile()
-    start = state.ids.shape[1] - 1
-    for k in (1, *sizes):  # the first size-1 call is a warm-up
-        probe = state.ids[:, -1:].expand(-1, k)
-        _sync(model.device)
-        t0 = time.perf_counter()
-        _forward(model, state, probe, start, cache, k, extra)
-        _sync(model.device)  # CUDA runs asynchronously: time the work, not the launch
-        seconds = time.perf_counter() - t0
-        cache.crop(-k)
-        profile.target[k] = seconds
-    return profile
-
-
-class _Lookahead:
+class LookaheadController:
     """Fixed lookahead, or the analytical model's choice re-planned from measurements (``"auto"``)."""
 
     def __init__(self, num_draft_tokens, cfg: SpeculativeConfig, profile: LatencyProfile | None,
@@ -253,7 +225,7 @@ def generate(
         drafter.begin(state)
         # prefill exactly as plain decoding does, so the first token is the target's own
         t0 = time.perf_counter()
-        out = _forward(model, state, state.ids, 0, cache, 1, extra)
+        out = target_forward(model, state, state.ids, 0, cache, 1, extra)
         first, _ = select(state.ids, out.logits[:, -1].to(copy=True, dtype=torch.float32))
         stats.prefill_seconds = time.perf_counter() - t0
         stats.target_seconds += stats.prefill_seconds
@@ -269,7 +241,7 @@ def generate(
         if num_draft_tokens == "auto" and not done:
             per_batch = _TARGET_PROFILES.setdefault(model, {})
             if batch not in per_batch:
-                per_batch[batch] = _profile_target(model, state, cache, cfg.profile_sizes, extra)
+                per_batch[batch] = time_target_forwards(model, state, cache, cfg.profile_sizes, extra)
             profile = per_batch[batch]
             key = getattr(drafter, "model", drafter)
             profile.draft = _DRAFT_LATENCY.get(key)
@@ -277,7 +249,7 @@ def generate(
             if seen is not None:
                 scale = min(1.0, cfg.carry_acceptance / max(seen[1], 1e-9))
                 tracker.passed, tracker.tested = seen[0] * scale, seen[1] * scale
-        controller = _Lookahead(num_draft_tokens, cfg, profile, tracker)
+        controller = LookaheadController(num_draft_tokens, cfg, profile, tracker)
         if isinstance(drafter, PromptLookupDrafter):  # its acceptance comes in stretches: model it by position
             controller.positional = PositionalAcceptance(prior_rate=cfg.prior_acceptance)
         while not done:
@@ -297,8 +269,8 @@ def generate(
             else:
                 draft, draft_probs = state.ids.new_zeros(batch, 0), None
             t0 = time.perf_counter()
-            out = _forward(model, state, torch.cat([state.ids[:, -1:], draft], dim=1), length - 1, cache, gamma + 1,
-                           extra)
+            out = target_forward(model, state, torch.cat([state.ids[:, -1:], draft], dim=1), length - 1, cache,
+                                 gamma + 1, extra)
             t_target = time.perf_counter() - t0
             stats.target_seconds += t_target
             logits = out.logits.float()

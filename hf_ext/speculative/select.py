@@ -23,7 +23,8 @@ from transformers.utils import logging
 
 from .analytical import LatencyProfile, PositionalAcceptance, best_lookahead, estimate_acceptance
 from .drafts import DecodeState, PromptLookupDrafter
-from .mixin import SpeculativeStats, _forward, _profile_target, as_drafter, generate
+from .mixin import SpeculativeStats, as_drafter, generate
+from .profiling import target_forward, time_target_forwards
 
 logger = logging.get_logger(__name__)
 
@@ -64,9 +65,9 @@ def profile_target(model: PreTrainedModel, input_ids: torch.Tensor, sizes: Seque
         input_ids.shape[1], device=input_ids.device)[None].expand(input_ids.shape[0], -1)
     state = DecodeState(input_ids, attention_mask, pos)
     cache = DynamicCache(config=model.config)
-    _forward(model, state, input_ids[:, :-1], 0, cache, 1)
+    target_forward(model, state, input_ids[:, :-1], 0, cache, 1)
     cache.activate_past_recording()
-    return _profile_target(model, state, cache, sizes)
+    return time_target_forwards(model, state, cache, sizes)
 
 
 def _run(target, inputs, draft, gamma, max_new_tokens) -> tuple[SpeculativeStats, float]:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
+from ..common.generation import batched_generate
 from .executor import ExecutorConfig, ToolExecutor
 from .metrics import normalize_answer
 from .tools import Tool
@@ -25,28 +24,6 @@ class TaskScore:
     answers: list[str] = field(default_factory=list)
     generations: list[str] = field(default_factory=list)
     errors: int = 0
-
-
-def generate_completions(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 64) -> list[str]:
-    """Greedy continuations of ``prompts`` (left-padded batches), decoded without special tokens."""
-    out: list[str] = []
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        for s in range(0, len(prompts), batch_size):
-            enc = tokenizer(prompts[s: s + batch_size], return_tensors="pt", padding=True).to(device)
-            with torch.no_grad():
-                ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            new = ids[:, enc["input_ids"].shape[1]:]
-            out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return out
 
 
 def score_generations(generations: list[str], rows: list[dict], tools: dict[str, Tool], tool_use: bool,
@@ -83,7 +60,8 @@ def evaluate_tasks(model, tokenizer, tasks: list[tuple[list[dict], dict[str, Too
     if any(not r for r in rows):
         raise ValueError("every task needs at least one test example.")
     flat = [x["prompt"] for r in rows for x in r]
-    gens = generate_completions(model, tokenizer, flat, max_new_tokens, batch_size)
+    gens = batched_generate(model, tokenizer, flat, max_new_tokens, batch_size=batch_size,
+                            eos_token_id=tokenizer.eos_token_id)
     out, k = [], 0
     for r, (_, tools) in zip(rows, tasks):
         out.append(score_generations(gens[k: k + len(r)], r, tools, tool_use, executor_config))
