@@ -80,7 +80,9 @@ class AnyPrecisionConfig(HfExtQuantizationConfig):
         default=10, metadata={"help": "Lloyd iterations of each split when split_method='lloyd' (our choice)."}
     )
     lut_dtype: str = field(
-        default="float16", metadata={"help": "Lookup table storage dtype: float16 (paper), bfloat16 or float32."}
+        default="float16", metadata={"help": "Lookup table storage: float16 (paper), bfloat16, float32, or int8 "
+                                     "(uint8 codes on a per-row affine grid with an fp16 offset and step: half the "
+                                     "bytes of fp16, rounding each centroid by at most half a step; opt-in)."}
     )
     non_quantized_dtype: str | None = field(
         default="float16",
@@ -139,8 +141,8 @@ class AnyPrecisionConfig(HfExtQuantizationConfig):
         self.check_positive_ints("n_samples", "seqlen", "kmeans_iterations", "split_iterations")
         if self.split_method not in ("exact", "lloyd"):
             raise ValueError(f"split_method must be 'exact' or 'lloyd', got {self.split_method!r}.")
-        if self.lut_dtype not in ("float16", "bfloat16", "float32"):
-            raise ValueError(f"lut_dtype must be float16, bfloat16 or float32, got {self.lut_dtype!r}.")
+        if self.lut_dtype not in ("float16", "bfloat16", "float32", "int8"):
+            raise ValueError(f"lut_dtype must be float16, bfloat16, float32 or int8, got {self.lut_dtype!r}.")
         if self.non_quantized_dtype not in (None, "float16", "bfloat16", "float32"):
             raise ValueError(f"non_quantized_dtype must be float16, bfloat16, float32 or None, got "
                              f"{self.non_quantized_dtype!r}.")
