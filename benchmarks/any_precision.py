@@ -11,6 +11,7 @@ windows, BOS first, ``--eval-tokens`` predicted tokens) for every row of the tab
 * dedicated k-bit models: the same solver (greedy k-means++ + Lloyd + empty-cluster re-seeding, same Fisher
   weights, same seed) run directly at k bits;
 * round-to-nearest group-wise k-bit (``common.quant.fake_quantize``, min-max asymmetric, ``--rtn-group``);
+* the same checkpoint with 8-bit tables (``lut_dtype="int8"``, same solver and Fisher weights) at 3 / 4 / 8 bits;
 * GPTQ W4 and W3, group 128 (llm-compressor 0.14 preset schemes ``W4A16`` / ``W3A16``, symmetric), in its own venv
   ``.venv-llmc`` through ``benchmarks/llmc_baseline.py`` (``_ap_gptq.py``): same model folder, same calibration
   windows as the Fisher pass, the same evaluator on the same tokens; a dense row there must reproduce the dense
@@ -21,7 +22,7 @@ windows, BOS first, ``--eval-tokens`` predicted tokens) for every row of the tab
   (RTN), codes + fp16 scale per group (GPTQ, symmetric: no zero point stored).
 
 Runtime of the default run on the idle 2-core machine (estimate): about 5 min of quantization, decode rounds and
-memory probes plus 21 perplexity passes over 33 windows of 512 tokens (about 1.5 s a window with 2 threads),
+memory probes plus 24 perplexity passes over 33 windows of 512 tokens (about 1.5 s a window with 2 threads),
 and llm-compressor's two GPTQ passes (about 1 min each): about 25 min in all.
 
 Then resident memory and greedy decode tokens/s at 3 / 4 / 8 bits and dense: decode interleaved in ``--rounds``
@@ -33,10 +34,8 @@ a generate, and the model's own parameters + buffers + caches). Finally the pape
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,12 +46,13 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _report  # noqa: E402
 from _ap_gptq import run_gptq, venv_ready  # noqa: E402
+from _ap_memory import probe, size_bar  # noqa: E402
 
-from hf_ext.any_precision import AnyPrecisionConfig, AnyPrecisionLinear, compute_fisher, memory_report, quantize  # noqa: E402,E501
+from hf_ext.any_precision import AnyPrecisionConfig, compute_fisher, memory_report, quantize  # noqa: E402,E501
 from hf_ext.any_precision.model import any_precision_layers, non_quantized_nbytes  # noqa: E402
 from hf_ext.any_precision.quantizer import checkpoint_file_size, target_linears  # noqa: E402
 from hf_ext.any_precision.seed import weighted_kmeans  # noqa: E402
-from hf_ext.any_precision.storage import stored_non_quantized_nbytes  # noqa: E402
+from hf_ext.any_precision.storage import STORAGE_DTYPES, stored_non_quantized_nbytes  # noqa: E402
 from hf_ext.common.data import load_text, tokenize_stream  # noqa: E402
 from hf_ext.common.models import load_model, tiny_model  # noqa: E402
 from hf_ext.common.perplexity import perplexity  # noqa: E402
@@ -89,45 +89,6 @@ def weighted_bits(targets, bits_of_row) -> float:
     """Bits per quantized weight, over all target linears: ``bits_of_row(in_features)`` per weight of a row."""
     n = sum(m.weight.numel() for m in targets.values())
     return sum(m.weight.numel() * bits_of_row(m.in_features) for m in targets.values()) / n
-
-
-_PROBE = r"""
-import json, sys, torch
-from transformers import AutoTokenizer
-import hf_ext
-from hf_ext.common.models import load_model
-from hf_ext.any_precision.model import resident_nbytes
-path, width = sys.argv[1], sys.argv[2]
-if width == "dense":
-    model, tok = load_model(path)
-else:
-    model = hf_ext.any_precision.from_pretrained(path, precisions=[int(width)])
-    tok = AutoTokenizer.from_pretrained(path)
-ids = tok("def main():\n    return", return_tensors="pt").input_ids
-with torch.no_grad():
-    model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
-rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) * 1024
-print("PROBE " + json.dumps({"rss": rss, "own": resident_nbytes(model)}))
-"""
-
-
-def probe(path: str, width: str) -> dict:
-    """Load one variant alone in a fresh process, generate, and report its RSS and its own resident bytes."""
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count()))}
-    r = subprocess.run([sys.executable, "-c", _PROBE, path, width], capture_output=True, text=True, env=env,
-                       timeout=600)
-    line = next((x for x in r.stdout.splitlines() if x.startswith("PROBE ")), None)
-    if line is None:
-        raise RuntimeError(f"memory probe for {width} failed:\n{r.stderr[-2000:]}")
-    return json.loads(line[6:])
-
-
-def size_bar(rows: int = 4096, cols: int = 4096, lo: int = 3, hi: int = 8) -> dict[str, float]:
-    """Linears' bytes of a lo..hi checkpoint vs a single hi-bit model of the same format, for one layer shape."""
-    all_widths = AnyPrecisionLinear(cols, rows, False, list(range(lo, hi + 1)), device="meta")
-    single = AnyPrecisionLinear(cols, rows, False, [hi], device="meta")
-    return {"all": all_widths.stored_nbytes(), "single": single.stored_nbytes(),
-            "ratio": all_widths.stored_nbytes() / single.stored_nbytes()}
 
 
 def spread(values: list[float]) -> str:
@@ -189,6 +150,14 @@ def main() -> int:
     fisher_s = time.perf_counter() - start
     log(f"Fisher: {args.n_samples} x {args.seqlen} tokens in {fisher_s:.0f} s")
     originals = {n: m.weight.detach().clone() for n, m in targets.items()}
+    # The unquantized parts as every any-precision checkpoint stores them (non_quantized_dtype), for the dedicated
+    # and RTN models too, so those columns differ from the any-precision one only in the decoder linears.
+    store = STORAGE_DTYPES.get(cfg.non_quantized_dtype)
+    target_ids = {id(m.weight) for m in targets.values()}
+    with torch.no_grad():
+        for t in model.state_dict(keep_vars=True).values():
+            if store is not None and t.is_floating_point() and id(t) not in target_ids:
+                t.copy_(t.to(store).to(t.dtype))
 
     dedicated, dedicated_s, rtn = {}, {}, {}
     for k in widths:
@@ -210,7 +179,6 @@ def main() -> int:
     start = time.perf_counter()
     quantize(model, tok, cfg, fisher=fisher)
     ap_s = time.perf_counter() - start
-    del fisher
     log(f"any-precision {args.seed_bits}..{args.max_bits} built in {ap_s:.0f} s")
     mem = memory_report(model)
     anyprec = {}
@@ -226,6 +194,23 @@ def main() -> int:
     layers = any_precision_layers(model)
     lin_all = sum(m.stored_nbytes() for m in layers.values())
     rest = non_quantized_nbytes(model)
+
+    # 8-bit tables (lut_dtype="int8"): the same solver and Fisher weights, from a fresh float copy
+    int8_widths = [w for w in SPEED_WIDTHS if w in widths]
+    q8_model, _ = load_model(dense_path)
+    quantize(q8_model, tok, cfg.copy(lut_dtype="int8"), fisher=fisher)
+    del fisher
+    q8_mem = memory_report(q8_model)
+    q8 = {}
+    for k in int8_widths:
+        q8_model.set_precision(k)
+        q8[k] = ppl(q8_model, tok, args)
+        log(f"{k} bits: any-precision with int8 tables ppl {q8[k]:.3f}")
+    q8_lin_all = sum(m.stored_nbytes() for m in any_precision_layers(q8_model).values())
+    q8_path = str(Path(work.name) / "anyprec_int8")
+    q8_model.save_pretrained(q8_path)
+    q8_ckpt_bytes = checkpoint_file_size(q8_path)
+    del q8_model
 
     # GPTQ (llm-compressor, own venv): same model folder, calibration windows and evaluation tokens
     gptq, gptq_status = {}, "not run (--no-gptq)"
@@ -261,6 +246,7 @@ def main() -> int:
     log("probes: " + ", ".join(f"{k}: {v['rss'] / MIB:.0f} MiB" for k, v in probes.items()))
     dense_lin = 4 * n_weights
     bar = size_bar()
+    bar8 = size_bar(lut_dtype=torch.uint8)
     own_bar = size_bar(cols=max(m.in_features for m in layers.values()),
                        rows=max(m.out_features for m in layers.values()), lo=args.seed_bits, hi=args.max_bits)
     total_s = time.perf_counter() - t0
@@ -268,17 +254,18 @@ def main() -> int:
 
     # ------------------------------------------------------------------------------------------------ report
     head = ["bits", "any-precision (one checkpoint)", "vs dedicated", "dedicated k-bit (same solver)",
-            f"RTN g{args.rtn_group}", "GPTQ g128 (llm-compressor)", "bits/weight: any-precision", "dedicated", "RTN",
-            "GPTQ"]
+            f"RTN g{args.rtn_group}", "GPTQ g128 (llm-compressor)", "any-precision, int8 tables",
+            "bits/weight: any-precision", "dedicated", "RTN", "GPTQ", "int8 tables"]
     rows = []
     for k in widths:
         ded_bits = weighted_bits(targets, lambda cols, k=k: k + 16 * 2**k / cols)
         g = gptq.get(k)
         rows.append([k, anyprec[k], f"{100 * (anyprec[k] / dedicated[k] - 1):+.1f} %", dedicated[k], rtn[k],
-                     g["ppl"] if g else "", f"{mem[k]['bits_per_weight']:.2f}", f"{ded_bits:.2f}",
-                     f"{k + 32 / args.rtn_group:.2f}", f"{g['bits_per_weight']:.3f}" if g else ""])
+                     g["ppl"] if g else "", q8.get(k, ""), f"{mem[k]['bits_per_weight']:.2f}", f"{ded_bits:.2f}",
+                     f"{k + 32 / args.rtn_group:.2f}", f"{g['bits_per_weight']:.3f}" if g else "",
+                     f"{q8_mem[k]['bits_per_weight']:.2f}" if k in q8 else ""])
     dense_llmc = gptq["dense"]["ppl"] if "dense" in gptq else ""
-    rows.append(["dense fp32", dense_ppl, "", "", "", dense_llmc, "32", "", "", "32" if dense_llmc else ""])
+    rows.append(["dense fp32", dense_ppl, "", "", "", dense_llmc, "", "32", "", "", "32" if dense_llmc else "", ""])
     within = [k for k in widths if anyprec[k] <= 1.02 * dedicated[k]]
     findings = [
         f"Any-precision views within 2 % perplexity of the dedicated model of their width: {within or 'none'} "
@@ -288,6 +275,10 @@ def main() -> int:
                            + ((("GPTQ", gptq[k]["ppl"]),) if k in gptq else ()), key=lambda x: x[1])[0]
             for k in widths) + ".",
     ]
+    findings.append("int8 tables vs fp16 tables (perplexity change; bits per weight): " + ", ".join(
+        f"{k} bits {100 * (q8[k] / anyprec[k] - 1):+.2f} % ({mem[k]['bits_per_weight']:.2f} -> "
+        f"{q8_mem[k]['bits_per_weight']:.2f})" for k in q8) + f"; linears of all widths {lin_all / MIB:.1f} -> "
+        f"{q8_lin_all / MIB:.1f} MiB; size bar with int8 tables {bar8['ratio']:.3f}x on 4096 x 4096.")
     if 4 in gptq and 4 in anyprec:
         findings.append(f"4-bit view at or below GPTQ W4 g128: {anyprec[4]:.3f} vs {gptq[4]['ppl']:.3f} "
                         f"({'met' if anyprec[4] <= gptq[4]['ppl'] else 'not met'}; bits/weight "
@@ -323,6 +314,14 @@ def main() -> int:
                     f"4096 x 4096 layer): {bar['ratio']:.3f}x ({'met' if bar['ratio'] <= 1.25 else 'not met'}); on "
                     f"this model's widest layer shape: {own_bar['ratio']:.3f}x "
                     f"({'met' if own_bar['ratio'] <= 1.25 else 'not met'}).")
+    gptq_note = (f"GPTQ: llm-compressor {gptq['dense']['versions']['llmcompressor'] if 'dense' in gptq else ''} "
+                 "oneshot (preset W4A16 / W3A16: symmetric int, group 128, lm_head not quantized) on the same "
+                 f"calibration windows; {gptq_status}")
+    if gptq:
+        gptq_note += (f"; the GPTQ model keeps fp32 embeddings, the other quantized columns the "
+                      f"{cfg.non_quantized_dtype}-rounded ones every checkpoint stores; oneshot wall s: "
+                      + ", ".join(f"W{k} {gptq[k]['seconds']:.0f}" for k in (4, 3) if k in gptq))
+    gptq_note += "."
     body = "\n".join([
         f"Model: {model_name}: {len(targets)} decoder linears, {n_weights / 1e6:.1f} M weights quantized; "
         f"embeddings, LM head and norms stay unquantized, stored as {cfg.non_quantized_dtype} (rounded so in memory "
@@ -330,10 +329,7 @@ def main() -> int:
         f"Calibration: {args.n_samples} x {args.seqlen} tokens of pydocs, Fisher = summed squared gradients "
         f"({fisher_s:.0f} s), shared by every quantized row. Perplexity: pydocs eval, {args.seqlen}-token windows, "
         f"BOS first: {dense_protocol}. Total {total_s / 60:.1f} min.",
-        f"GPTQ: llm-compressor {gptq['dense']['versions']['llmcompressor'] if 'dense' in gptq else ''} oneshot "
-        f"(preset W4A16 / W3A16: symmetric int, group 128, lm_head not quantized) on the same calibration windows; "
-        f"{gptq_status}" + ("; oneshot wall s: " + ", ".join(f"W{k} {gptq[k]['seconds']:.0f}" for k in (4, 3)
-                                                              if k in gptq) if gptq else "") + ".",
+        gptq_note,
         "",
         "### Findings", "", *[f"- {f}" for f in findings], "",
         "### Perplexity and bits per weight", "",
@@ -358,9 +354,12 @@ def main() -> int:
             [f"rest of the model in the checkpoint (non_quantized_dtype={cfg.non_quantized_dtype})",
              f"{rest_stored / MIB:.1f}"],
             ["checkpoint file", f"{ckpt_bytes / MIB:.1f}"],
+            [f"all {args.seed_bits}..{args.max_bits} widths with int8 tables (lut_dtype='int8'): linears / checkpoint "
+             "file", f"{q8_lin_all / MIB:.1f} / {q8_ckpt_bytes / MIB:.1f}"],
             ["fp32 decoder linears", f"{dense_lin / MIB:.1f}"],
             [f"4096 x 4096 layer, {args.seed_bits}..{args.max_bits} widths / single 8-bit",
              f"{bar['all'] / MIB:.2f} / {bar['single'] / MIB:.2f}"],
+            ["the same with int8 tables", f"{bar8['all'] / MIB:.2f} / {bar8['single'] / MIB:.2f}"],
         ]),
     ])
     path = _report.write_section("any_precision", "Any-precision LLM: one checkpoint, every bit width", body,
