@@ -1,7 +1,7 @@
 """Any-precision benchmark: one 3..8-bit checkpoint vs dedicated k-bit models and RTN, bits, memory, speed.
 
     .venv/bin/python benchmarks/any_precision.py            # Gemma 3 270M, 16k evaluation tokens (estimate below)
-    .venv/bin/python benchmarks/any_precision.py --eval-tokens 2044 --no-gptq   # quick look, about 5 min
+    .venv/bin/python benchmarks/any_precision.py --eval-tokens 2044 --no-gptq   # quick look, about 6 min
     .venv/bin/python benchmarks/any_precision.py --smoke    # tiny random model, under 2 minutes, to benchmarks/out/
 
 One process, one Fisher pass (``--n-samples`` x 512 tokens of pydocs), one evaluation (pydocs eval, 512-token
@@ -21,9 +21,11 @@ windows, BOS first, ``--eval-tokens`` predicted tokens) for every row of the tab
   the k-bit table; dedicated: k-bit codes and its 2^k-entry table per row), codes + fp16 scale and zero per group
   (RTN), codes + fp16 scale per group (GPTQ, symmetric: no zero point stored).
 
-Runtime of the default run on the idle 2-core machine (estimate): about 5 min of quantization, decode rounds and
-memory probes plus 24 perplexity passes over 33 windows of 512 tokens (about 1.5 s a window with 2 threads),
-and llm-compressor's two GPTQ passes (about 1 min each): about 25 min in all.
+Runtime of the default run on the idle 2-core machine (estimate from the last published run, 5.4 min at 2,044
+tokens): about 3.6 min of Fisher, quantization, decode rounds and memory probes; 22 perplexity passes here and 3 in
+the GPTQ subprocess over 33 windows of 512 tokens (about 1.3-1.5 s a window with 2 threads, as the Fisher pass's
+forward + backward suggests): about 19 min; llm-compressor's import, loads and two GPTQ passes about 3 min: about
+26 min in all (22-32). Creating ``.venv-llmc`` when it is missing adds several minutes of pip.
 
 Then resident memory and greedy decode tokens/s at 3 / 4 / 8 bits and dense: decode interleaved in ``--rounds``
 rounds (median and spread); resident bytes from each variant loaded alone in a fresh subprocess (process RSS after
@@ -215,7 +217,7 @@ def main() -> int:
     # GPTQ (llm-compressor, own venv): same model folder, calibration windows and evaluation tokens
     gptq, gptq_status = {}, "not run (--no-gptq)"
     if not args.no_gptq:
-        log("GPTQ W4 / W3 g128 through llm-compressor (subprocess)")
+        log("GPTQ W4 / W3 g128 through llm-compressor (subprocess; creates .venv-llmc first if missing)")
         gptq, gptq_status = run_gptq(dense_path, args.n_samples, args.seqlen, cfg.seed, args.eval_tokens,
                                      torch.get_num_threads(), build_venv=not args.smoke,
                                      timeout_s=args.gptq_timeout_min * 60)
