@@ -17,9 +17,11 @@ Invocation (what ``benchmarks/compression.py`` runs through ``subprocess``)::
 ``--threads 1`` on a shared CPU: with 2 torch threads on an oversubscribed machine GPTQ's per-column loop and the
 evaluation slowed down more than 10x here; with 1 thread the oneshot CPU seconds matched the unloaded wall times.
 
+``--model DIR`` evaluates another local model folder (tests use a tiny one); default: hf-ext's Gemma 3 270M copy.
+
 or one setting: ``--method sparsegpt|wanda|gptq|sparsegpt+gptq|dense --sparsity 0.5 --bits 4 --profile uniform``.
 Grid entries are ``METHOD[:SPARSITY][:wBITS][:PROFILE]``, comma-separated, e.g. ``dense``, ``sparsegpt:0.7``,
-``wanda:0.7:owl``, ``gptq:w3``, ``sparsegpt+gptq:0.7:w4``, ``sparsegpt+rtn:0.7:w4`` (SparseGPT, then
+``wanda:0.7:owl``, ``gptq:w3`` (preset ``W3A16``), ``sparsegpt+gptq:0.7:w4``, ``sparsegpt+rtn:0.7:w4`` (SparseGPT, then
 ``QuantizationModifier`` W{bits}A16: plain rounding that keeps the mask). ``--seed`` picks the calibration windows.
 Each setting reloads the dense model from disk (oneshot
 rewrites it in place); the venv, tokenizer and calibration data are built once. Progress and llm-compressor's logs go
@@ -32,6 +34,7 @@ JSON (``--json``, written atomically): a list with one dict per setting, in grid
      "ppl": 16.8, "seconds": 50.1,            # perplexity; oneshot wall time in s (0 for dense)
      "cpu_seconds": 95.0,                      # CPU time of this process during oneshot (less load-sensitive)
      "zero_fraction": 0.5,                     # exact zeros / weights over the decoder linears (q,k,v,o,gate,up,down)
+     "bits_per_weight": null | 4.125,          # quantized rows: codes + fp16 scale per group (+ zero if asymmetric)
      "layer_zero_fractions": [0.5, ...],       # the same per decoder block
      "dense_zero_fraction": 0.0455,            # the same count before oneshot (the GGUF grid leaves 4.55 % zeros)
      "n_samples": 16, "seqlen": 256,           # calibration windows (hf_ext calibration_batches, "pydocs", seed 0)
@@ -349,6 +352,24 @@ def zero_fraction(model, hf) -> float:
     return zeros / sum(m.weight.numel() for m in linears)
 
 
+def quantized_bits_per_weight(model, hf) -> float | None:
+    """Bits per decoder-linear weight as a packed checkpoint stores them: the codes, an fp16 scale per group and,
+    for asymmetric schemes only, a zero point of the same width as the codes (symmetric zero points are not stored).
+    ``None`` when no linear carries a quantization scheme (dense, pruning only)."""
+    linears = hf.arch.named_block_linears(model).values()
+    bits = n = 0
+    for m in linears:
+        scheme = getattr(m, "quantization_scheme", None)
+        args = getattr(scheme, "weights", None) if scheme is not None else None
+        if args is None:
+            return None
+        k, numel = args.num_bits, m.weight.numel()
+        groups = m.weight_scale.numel()
+        bits += k * numel + 16 * groups + (0 if args.symmetric else k * groups)
+        n += numel
+    return bits / n if n else None
+
+
 def _fingerprint(weight) -> tuple[int, float]:
     return int((weight == 0).sum()), float(weight.detach().double().abs().sum())
 
@@ -361,6 +382,7 @@ def new_result(s: dict, args: argparse.Namespace, versions: dict) -> dict:
         "seconds": 0.0,
         "cpu_seconds": 0.0,
         "zero_fraction": None,
+        "bits_per_weight": None,
         "dense_zero_fraction": None,
         "n_samples": args.n_samples,
         "seed": args.seed,
@@ -411,6 +433,7 @@ def run_setting(result: dict, ctx: types.SimpleNamespace, args: argparse.Namespa
             raise RuntimeError("oneshot changed the embeddings / tied lm_head despite ignore=" + repr(IGNORE))
     model.eval()
     result["zero_fraction"] = zero_fraction(model, hf)
+    result["bits_per_weight"] = quantized_bits_per_weight(model, hf)
     result["layer_zero_fractions"] = layer_zero_fractions(model, hf)
     ppl = hf.perplexity.perplexity(
         model, ctx.tokenizer, "pydocs", seqlen=args.eval_seqlen, max_tokens=args.max_tokens, progress=True
@@ -467,7 +490,7 @@ def run_inside(settings: list[dict], args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     hf = _import_hf_ext_common()
-    model_path = hf.models.default_model_path()
+    model_path = hf.models.default_model_path() if args.model == "default" else Path(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     calib = hf.data.calibration_batches(tokenizer, "pydocs", args.n_samples, args.seqlen, seed=args.seed)
     dataset = Dataset.from_dict({"input_ids": calib.tolist(), "attention_mask": torch.ones_like(calib).tolist()})
@@ -517,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity", type=float, default=None)
     p.add_argument("--bits", type=int, default=None, help="GPTQ weight bits (W{bits}A16, group 128)")
     p.add_argument("--profile", choices=PROFILES, default="uniform")
+    p.add_argument("--model", default="default", help="model folder (default: hf-ext's Gemma 3 270M copy)")
     p.add_argument("--n-samples", type=int, default=16, help="calibration windows")
     p.add_argument("--seqlen", type=int, default=256, help="calibration window length")
     p.add_argument("--seed", type=int, default=0, help="calibration window sampling seed")

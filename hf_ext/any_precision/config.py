@@ -46,6 +46,7 @@ class AnyPrecisionConfig(HfExtQuantizationConfig):
         split_method: How upscaling splits a cluster in two: "exact" (optimal position) or "lloyd".
         split_iterations: Lloyd iterations of each split when ``split_method="lloyd"``.
         lut_dtype: Storage dtype of the per-row lookup tables.
+        non_quantized_dtype: Checkpoint dtype of the unquantized parts (embeddings, LM head, norms, biases).
         precisions: Precisions to load from a saved checkpoint (None: all); only planes up to the largest are read.
         cache_dequantized: Dense weight cache: "none" (default: forwards dequantize row blocks into one shared
             working buffer, nothing dense stays resident), "active" or "all" (dense weights kept per precision).
@@ -79,7 +80,17 @@ class AnyPrecisionConfig(HfExtQuantizationConfig):
         default=10, metadata={"help": "Lloyd iterations of each split when split_method='lloyd' (our choice)."}
     )
     lut_dtype: str = field(
-        default="float16", metadata={"help": "Lookup table storage dtype: float16 (paper), bfloat16 or float32."}
+        default="float16", metadata={"help": "Lookup table storage: float16 (paper), bfloat16, float32, or int8 "
+                                     "(uint8 codes on a per-row affine grid with an fp16 offset and step: half the "
+                                     "bytes of fp16, rounding each centroid by at most half a step; opt-in)."}
+    )
+    non_quantized_dtype: str | None = field(
+        default="float16",
+        metadata={"help": "Checkpoint dtype of the parts left unquantized (embeddings, LM head when untied, norms, "
+                  "biases): 'float16' (default, our choice: the embeddings dominate a small model's file and fp16 "
+                  "keeps 3 more mantissa bits than bf16), 'bfloat16', 'float32', or None (each tensor's own dtype). "
+                  "Quantization rounds them to it in memory too, so the saved model is the one measured; loading "
+                  "casts them back to the model's compute dtype."},
     )
     precisions: list[int] | None = field(
         default=None,
@@ -130,8 +141,11 @@ class AnyPrecisionConfig(HfExtQuantizationConfig):
         self.check_positive_ints("n_samples", "seqlen", "kmeans_iterations", "split_iterations")
         if self.split_method not in ("exact", "lloyd"):
             raise ValueError(f"split_method must be 'exact' or 'lloyd', got {self.split_method!r}.")
-        if self.lut_dtype not in ("float16", "bfloat16", "float32"):
-            raise ValueError(f"lut_dtype must be float16, bfloat16 or float32, got {self.lut_dtype!r}.")
+        if self.lut_dtype not in ("float16", "bfloat16", "float32", "int8"):
+            raise ValueError(f"lut_dtype must be float16, bfloat16, float32 or int8, got {self.lut_dtype!r}.")
+        if self.non_quantized_dtype not in (None, "float16", "bfloat16", "float32"):
+            raise ValueError(f"non_quantized_dtype must be float16, bfloat16, float32 or None, got "
+                             f"{self.non_quantized_dtype!r}.")
         if self.cpu_kernel not in CPU_KERNELS:
             raise ValueError(f"cpu_kernel must be one of {CPU_KERNELS}, got {self.cpu_kernel!r}.")
         if self.cache_dequantized not in CACHE_POLICIES:

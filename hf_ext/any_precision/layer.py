@@ -25,8 +25,9 @@ from torch import nn
 from ..common.import_utils import is_triton_available
 from .bitplanes import pack_bitplanes, plane_bytes, unpack_bitplanes, words_per_row
 from .config import CACHE_POLICIES, CPU_KERNELS, check_bits
+from .tables import PARAM_BYTES, decode_int8_table, encode_int8_table
 
-_LUT_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+_LUT_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "int8": torch.uint8}
 
 DEQUANT_BLOCK_ELEMENTS = 1 << 20
 """Weights dequantized per block of output rows (4 MiB in fp32): our choice, large enough for BLAS to run at full
@@ -66,7 +67,8 @@ class AnyPrecisionLinear(nn.Module):
         out_features: Output width.
         bias: Whether there is a bias.
         precisions: The precisions this layer holds tables for (sorted); planes up to the largest are kept.
-        lut_dtype: Storage dtype of the tables.
+        lut_dtype: Storage dtype of the tables; ``torch.uint8`` stores 8-bit tables (``tables.py``), decoded to
+            float32 rows when read.
         cache: ``"none"`` (default), ``"active"`` or ``"all"``: dense dequantized weights kept between forwards.
         cpu_kernel: ``"blocked"`` (default) or ``"gemv"``: CPU inputs of at most ``gemv_max_tokens`` tokens without a
             dense cache run the numba bitplane lookup GEMV of ``cpu_kernel.py`` (float32-close, not bit-identical).
@@ -96,7 +98,8 @@ class AnyPrecisionLinear(nn.Module):
         for p in range(self.n_planes):
             self.register_buffer(f"plane_{p}", torch.zeros(out_features, words, dtype=torch.int32, device=device))
         for k in self.precisions:
-            self.register_buffer(f"lut_{k}", torch.zeros(out_features, 2**k, dtype=lut_dtype, device=device))
+            width = 2**k + (PARAM_BYTES if lut_dtype == torch.uint8 else 0)
+            self.register_buffer(f"lut_{k}", torch.zeros(out_features, width, dtype=lut_dtype, device=device))
         self.dtype = dtype  # the float model's dtype: bias, ``weight`` and the Triton path's output
         self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device),
                                  requires_grad=False) if bias else None
@@ -119,7 +122,7 @@ class AnyPrecisionLinear(nn.Module):
         for p in range(max_bits):
             getattr(layer, f"plane_{p}").copy_(planes[p])
         for k, lut in luts.items():
-            getattr(layer, f"lut_{k}").copy_(lut)
+            getattr(layer, f"lut_{k}").copy_(encode_int8_table(lut) if lut_dtype == torch.uint8 else lut)
         if bias is not None:
             layer.bias.data.copy_(bias.detach())
         return layer
@@ -129,8 +132,23 @@ class AnyPrecisionLinear(nn.Module):
         """The first ``bits`` planes (default: the active precision)."""
         return [getattr(self, f"plane_{p}") for p in range(bits or self.precision)]
 
-    def lut(self, bits: int | None = None) -> torch.Tensor:
+    def stored_lut(self, bits: int | None = None) -> torch.Tensor:
+        """The table buffer as stored (float, or uint8 codes + grid for 8-bit tables)."""
         return getattr(self, f"lut_{self._check(bits or self.precision)}")
+
+    def lut(self, bits: int | None = None, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Rows ``start:stop`` of the ``bits``-bit table as values (8-bit tables decoded to float32)."""
+        buf = self.stored_lut(bits)
+        return decode_int8_table(buf, start, stop) if buf.dtype == torch.uint8 else buf[start:stop]
+
+    @torch.no_grad()
+    def quantize_tables(self) -> None:
+        """Re-store every table as an 8-bit table (``tables.py``); a no-op for tables already stored so."""
+        for k in self.precisions:
+            buf = self.stored_lut(k)
+            if buf.dtype != torch.uint8:
+                setattr(self, f"lut_{k}", encode_int8_table(buf))
+        self._cache.clear()
 
     def codes(self, bits: int | None = None) -> torch.Tensor:
         """uint8 ``(out, in)`` codes at ``bits`` (the top ``bits`` of the stored codes)."""
@@ -155,10 +173,10 @@ class AnyPrecisionLinear(nn.Module):
         if out.device.type == "cpu" and dtype == torch.float32 and out.is_contiguous():
             from .cpu_kernel import dequantize_rows_cpu  # numba: the same values, far less memory traffic
 
-            return dequantize_rows_cpu(self.planes(bits), self.lut(bits)[start:stop], bits, start, out)
+            return dequantize_rows_cpu(self.planes(bits), self.lut(bits, start, stop), bits, start, out)
         planes = [p[start:stop] for p in self.planes(bits)]
         codes = unpack_bitplanes(planes, self.in_features, bits)
-        return torch.gather(self.lut(bits)[start:stop].to(dtype), 1, codes.long(), out=out)
+        return torch.gather(self.lut(bits, start, stop).to(dtype), 1, codes.long(), out=out)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -236,7 +254,7 @@ class AnyPrecisionLinear(nn.Module):
     def nbytes(self, bits: int | None = None) -> int:
         """Bytes read to run at ``bits``: its planes, its table and the bias (no cache)."""
         bits = self._check(bits or self.precision)
-        lut = self.lut(bits)
+        lut = self.stored_lut(bits)
         bias = self.bias.numel() * self.bias.element_size() if self.bias is not None else 0
         return bits * plane_bytes(self.out_features, self.in_features) + lut.numel() * lut.element_size() + bias
 

@@ -39,6 +39,7 @@ from .fisher import fisher_diagonal
 from .layer import _LUT_DTYPES, AnyPrecisionLinear
 from .model import any_precision_layers, bind
 from .seed import SortedRows, kmeans_bounds, row_chunks
+from .storage import round_non_quantized, storage_state_dict
 from .upscale import upscale_bounds
 
 logger = logging.get_logger(__name__)
@@ -148,6 +149,7 @@ class AnyPrecisionQuantizer(HfExtQuantizer):
                                                       cpu_kernel=cfg.cpu_kernel)
                 set_submodule(model, name, layer)
                 digests[name] = layer_digests(layer)
+        round_non_quantized(model, cfg.non_quantized_dtype)
         cfg.checksums = digests
         cfg.available_precisions = None
         cfg.precisions = None
@@ -211,6 +213,10 @@ class AnyPrecisionQuantizer(HfExtQuantizer):
 
     def attach(self, model: PreTrainedModel) -> None:
         bind(model)
+
+    def get_state_dict_and_metadata(self, model):
+        """What ``save_pretrained`` writes: the unquantized parts in ``non_quantized_dtype`` (see ``storage.py``)."""
+        return storage_state_dict(model, self.quantization_config.non_quantized_dtype), {}
 
 
 def checkpoint_file_size(path: str | os.PathLike) -> int:
