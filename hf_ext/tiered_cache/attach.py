@@ -33,10 +33,16 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
             gradients arrive, exactly as ``torch.nn.utils.clip_grad_norm_``); None or 0 = no clipping.
         world_size: data-parallel processes; above 1 each gradient is divided by it and all-reduced (summed) in
             the step, as DDP does, so the replicas stay equal.
+        accumulation_steps: backward passes per optimizer step (gradient accumulation). With
+            ``config.update_in_backward`` the last one updates each parameter as its gradient completes; None =
+            the count seen in the profiled step (the Trainer callback passes its ``gradient_accumulation_steps``).
+            A step with fewer backward passes (an epoch's end) is updated in ``optimizer.step`` as usual.
     """
 
     def __init__(self, config: TieredCacheConfig, model: torch.nn.Module, optimizer=None,
-                 max_grad_norm: float | None = None, world_size: int = 1):
+                 max_grad_norm: float | None = None, world_size: int = 1, accumulation_steps: int | None = None):
+        if accumulation_steps is not None and accumulation_steps < 1:
+            raise ValueError(f"accumulation_steps must be >= 1 or None, got {accumulation_steps!r}.")
         params = list(model.parameters())
         if not params:
             raise ValueError("The model has no parameters to tier.")
@@ -46,6 +52,8 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
         super().__init__(config, devices.pop())
         self.model, self.optimizer, self.max_grad_norm = model, optimizer, max_grad_norm
         self.world_size = world_size
+        self.accumulation_steps = accumulation_steps
+        self._micro = self._micro_seen = 0  # backward-bearing forwards since the last optimizer step
         self.params = params
         self.pkey = {}
         for name, p in model.named_parameters():
@@ -174,6 +182,8 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
 
     def _root_pre(self, mod, args) -> None:
         self._release_bwd_pins()
+        if torch.is_grad_enabled() and not self.suspended:
+            self._micro += 1
         self._saved_ctx.__enter__()
 
     def _root_post(self, mod, args, out) -> None:
@@ -247,6 +257,8 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
         g.on_home = False
         p.grad = None
         self.exit_op((g.key,))
+        if self.optimizer is not None and self._fusing():
+            self._update(p)  # autograd is done with p: every node that used it fed this gradient
 
     # ------------------------------------------------------------------------------------------------ stats / end
     def summary(self):

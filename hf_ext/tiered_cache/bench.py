@@ -53,6 +53,7 @@ class RunResult:
     step_seconds: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     stats: dict | None = None
+    io: dict = field(default_factory=dict)  # disk bytes read / written per timed step (the kernel's counters)
 
     @property
     def median(self) -> float:
@@ -69,6 +70,7 @@ def train_steps(model: torch.nn.Module, config: TieredCacheConfig | None, steps:
     g = torch.Generator().manual_seed(seed)
     vocab = model.config.vocab_size
     out = RunResult()
+    io0 = None
     try:
         for i in range(warmup + steps):
             ids = torch.randint(3, vocab, (batch, seqlen), generator=g)
@@ -80,8 +82,11 @@ def train_steps(model: torch.nn.Module, config: TieredCacheConfig | None, steps:
             if i >= warmup:
                 out.step_seconds.append(time.perf_counter() - t0)
             out.losses.append(loss.item())
-            if eng is not None and i == warmup - 1:
-                eng.stats = type(eng.stats)(io_mode=eng.stats.io_mode)  # count the timed steps only
+            if i == warmup - 1:
+                io0 = proc_io()  # disk bytes of the timed steps only
+                if eng is not None:
+                    eng.stats = type(eng.stats)(io_mode=eng.stats.io_mode)  # count the timed steps only
+        out.io = io_delta(io0, proc_io(), steps)
         if eng is not None:
             s = eng.summary()
             out.stats = {**s.to_dict(), "stall_per_step": s.stall_seconds / max(steps, 1),
@@ -92,20 +97,56 @@ def train_steps(model: torch.nn.Module, config: TieredCacheConfig | None, steps:
     return out
 
 
-def disk_bandwidth(path: str, nbytes: int = 256 << 20) -> float:
-    """Measured bytes/s of writing then reading ``nbytes`` through the NVMe store (O_DIRECT where allowed)."""
-    from .pools import SlotPool
+def proc_io(pid: int | str = "self") -> dict[str, int] | None:
+    """The kernel's block-I/O counters of a process (``/proc/<pid>/io``: ``read_bytes``, ``write_bytes``, all its
+    threads; O_DIRECT transfers included); None where the file does not exist (not Linux)."""
+    try:
+        text = open(f"/proc/{pid}/io").read()
+    except OSError:
+        return None
+    return {k: int(v) for k, v in (ln.split(": ") for ln in text.splitlines() if ": " in ln)}
+
+
+def io_delta(before: dict | None, after: dict | None, steps: int) -> dict[str, float]:
+    """Disk bytes read / written per step between two :func:`proc_io` readings (NaN without counters)."""
+    if before is None or after is None:
+        return {"disk_read_per_step": float("nan"), "disk_write_per_step": float("nan")}
+    n = max(steps, 1)
+    return {"disk_read_per_step": (after["read_bytes"] - before["read_bytes"]) / n,
+            "disk_write_per_step": (after["write_bytes"] - before["write_bytes"]) / n}
+
+
+def lower_bound_bytes(param_bytes: int, device_budget: int) -> int:
+    """Disk bytes ANY system must move per AdamW step when the device holds ``device_budget`` bytes: the parameters
+    and Adam m, v that do not fit (``3 * param_bytes - device_budget``) are read once and written back once
+    (gradients can be consumed where they are produced, so they need no disk)."""
+    return 2 * max(0, 3 * param_bytes - device_budget)
+
+
+def disk_bandwidth(path: str, nbytes: int = 256 << 20, threads: int = 1) -> dict:
+    """Measured bytes/s of writing, then reading, ``nbytes`` through the NVMe store (O_DIRECT where allowed) with
+    ``threads`` transfers in flight (the buffer cut in ``threads`` files): ``{"write", "read", "rw", "threads"}``;
+    ``rw`` is the mean over the write and the read (bytes both ways / both times)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .pools import ALIGN, SlotPool
     from .storage import NvmeStore
 
-    pool = SlotPool({nbytes: 1})
-    pool.raw(0).fill_(7)
+    part = -(-nbytes // threads // ALIGN) * ALIGN
+    pool = SlotPool({part: threads})
+    pool.buffer.fill_(7)
     store = NvmeStore(path)
     try:
-        t0 = time.perf_counter()
-        store.write("probe", pool.raw(0), nbytes)
-        os.sync()
-        store.read("probe", pool.raw(0), nbytes)
-        return 2 * nbytes / (time.perf_counter() - t0)
+        with ThreadPoolExecutor(threads) as ex:
+            t0 = time.perf_counter()
+            list(ex.map(lambda i: store.write(f"probe{i}", pool.raw(i), part), range(threads)))
+            os.sync()
+            t1 = time.perf_counter()
+            list(ex.map(lambda i: store.read(f"probe{i}", pool.raw(i), part), range(threads)))
+            t2 = time.perf_counter()
+        total = part * threads
+        return {"write": total / (t1 - t0), "read": total / (t2 - t1), "rw": 2 * total / (t2 - t0),
+                "threads": threads}
     finally:
         store.close()
 

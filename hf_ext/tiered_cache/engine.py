@@ -20,7 +20,8 @@ from transformers.utils import logging
 
 from .config import TieredCacheConfig
 from .metrics import TieredCacheStats, Timeline
-from .planner import HOST, NVME, NextUse, choose_victim, first_use_order, homes_by_misses, prefetch_schedule, simulate
+from .planner import (HOST, NVME, NextUse, choose_victim, first_use_order, fuse_updates, homes_by_misses,
+                      prefetch_schedule, simulate)
 from .pools import SlotPool
 from .profiler import TraceRecorder
 from .storage import NvmeStore, TieredCacheError
@@ -73,6 +74,8 @@ class CacheCore:
         self.next_use: NextUse | None = None
         self.issue_map: dict[int, list[int]] = {}
         self.cursor = 0
+        self.frontier = 0  # prefetch: every op before this (counted from this step's start) has been issued
+        self.fuse = False  # the plan runs each update right after its gradient (set by the optimizer glue)
         self.now = 0
         self.clock = 0.0
         self.allocations = 0
@@ -182,6 +185,8 @@ class CacheCore:
         self.resident[b.nbytes].discard(k)
         self.slot_owner.pop(slot, None)
         b.dev_slot = None
+        if self.next_use is not None:  # a tensor the scan had already brought up must be brought again
+            self.frontier = min(self.frontier, self.next_use.after(k, self.now))
         if b.tensor is not None:
             b.tensor.data = self.placeholder(b.dtype, b.shape)
         self.dev.release(slot)
@@ -271,16 +276,33 @@ class CacheCore:
             b.pending = None
 
     def prefetch(self, pos: int) -> None:
-        for target in self.issue_map.get(pos, ()):
-            for k in self.trace[target].keys:
-                b = self.blocks.get(k)
-                if b is None or b.dev_slot is not None or not b.live:
-                    continue
-                slot = self._acquire(b, set(self.trace[pos].keys), limit=self.next_use.after(k, self.now))
-                if slot is None:
+        """Issue loads ahead of op ``pos``: with ``prefetch_distance``, the planned schedule; else as far ahead as
+        the budget allows, in the order of use, while a resident tensor is needed later than the one brought in
+        (Belady); the first refusal stops the scan, so the disk serves the earliest need first."""
+        if self.config.prefetch_distance:
+            for target in self.issue_map.get(pos, ()):
+                if not self._prefetch_op(target, set(self.trace[pos].keys)):
                     break
-                b.pending = self._start_load(b, slot)
-                self.stats.prefetches += 1
+            return
+        n = len(self.trace)
+        f = max(self.frontier, pos + 1)
+        protect = set(self.trace[pos].keys)
+        while f < pos + n and self._prefetch_op(f % n, protect):
+            f += 1
+        self.frontier = f
+
+    def _prefetch_op(self, target: int, protect: set[str]) -> bool:
+        """Start the loads op ``target`` needs; False when a slot is refused."""
+        for k in self.trace[target].keys:
+            b = self.blocks.get(k)
+            if b is None or b.dev_slot is not None or not b.live:
+                continue
+            slot = self._acquire(b, protect, limit=self.next_use.after(k, self.now))
+            if slot is None:
+                return False
+            b.pending = self._start_load(b, slot)
+            self.stats.prefetches += 1
+        return True
 
     def reap(self) -> None:
         """Confirm finished write-backs; a failed one (a full disk) stops training with a clear error."""
@@ -299,6 +321,8 @@ class CacheCore:
         prof = self.recorder.finish(self.stats.stall_seconds)
         self.recorder = None
         self.trace = [op for op in prof.ops if all(k in self.blocks for k in op.keys)]
+        if self.fuse:
+            self.trace = fuse_updates(self.trace)
         self.next_use = NextUse(self.trace)
         sizes = {k: b.nbytes for k, b in self.blocks.items()}
         self.sim = sim = simulate(self.trace, sizes, self.dev.slots, self.config.eviction, steps=2)
@@ -311,6 +335,7 @@ class CacheCore:
                                       self.config.prefetch_distance or None)
             if self.config.prefetch_distance:
                 issue = [(i - self.config.prefetch_distance) % len(self.trace) for i in range(len(self.trace))]
+            self.prefetch_lead = issue  # the planned schedule (used with prefetch_distance; reported otherwise)
             self.issue_map = {}
             for i, j in enumerate(issue):
                 self.issue_map.setdefault(j, []).append(i)

@@ -103,6 +103,21 @@ def homes_by_misses(sim: SimResult, keys: Sequence[str], sizes: Mapping[str, int
     return place([keys[i] for i in order], sizes, {}, host, nvme)
 
 
+def fuse_updates(trace: Sequence[Op]) -> list[Op]:
+    """``trace`` as it runs when each parameter's optimizer update (op ``step:<key>``) follows right after its
+    gradient is complete (the last ``grad:<key>`` op before it); updates without a gradient op stay in place."""
+    steps = {op.name[5:]: op for op in trace if op.name.startswith("step:")}
+    last_grad = {op.name[5:]: i for i, op in enumerate(trace) if op.name.startswith("grad:") and op.name[5:] in steps}
+    out = []
+    for i, op in enumerate(trace):
+        if op.name.startswith("step:") and op.name[5:] in last_grad:
+            continue
+        out.append(op)
+        if op.name.startswith("grad:") and last_grad.get(op.name[5:]) == i:
+            out.append(steps[op.name[5:]])
+    return out
+
+
 def first_use_order(trace: Iterable[Op]) -> list[str]:
     seen: dict[str, None] = {}
     for op in trace:

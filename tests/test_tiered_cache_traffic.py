@@ -1,0 +1,115 @@
+"""Traffic rules of the tiered cache: a clean eviction writes nothing, gradients stay off NVMe when each update
+runs as its gradient completes, prefetch as far as the budget allows, and the byte counters of the benchmark."""
+
+from __future__ import annotations
+
+import torch
+
+from hf_ext.common.models import tiny_model
+from hf_ext.tiered_cache.attach import TieredEngine
+from hf_ext.tiered_cache.bench import disk_bandwidth, lower_bound_bytes, proc_io
+from hf_ext.tiered_cache.config import TieredCacheConfig
+from hf_ext.tiered_cache.planner import Op, fuse_updates
+
+BUDGET = 900_000
+
+
+def _cfg(tmp_path, **kw):
+    return TieredCacheConfig(device_budget=BUDGET, host_budget=0, nvme_path=str(tmp_path), device_pool_divisor=1.0,
+                             **kw)
+
+
+def _record_writes(eng):
+    keys = []
+    orig = eng.nvme.write
+
+    def write(key, raw, nbytes):
+        keys.append((key, nbytes))
+        return orig(key, raw, nbytes)
+
+    eng.nvme.write = write
+    return keys
+
+
+def test_fuse_updates_moves_each_update_after_its_last_gradient():
+    trace = [Op("fwd:a", ("a",)), Op("grad:a", ("grad:a",)), Op("fwd:a", ("a",)), Op("grad:a", ("grad:a",)),
+             Op("grad:b", ("grad:b",)), Op("step:a", ("a", "grad:a")), Op("step:b", ("b", "grad:b")),
+             Op("step:c", ("c", "grad:c"))]
+    names = [op.name for op in fuse_updates(trace)]
+    assert names == ["fwd:a", "grad:a", "fwd:a", "grad:a", "step:a", "grad:b", "step:b", "step:c"]
+
+
+def test_clean_evictions_write_nothing(tmp_path):
+    model, _ = tiny_model("opt")
+    ids = torch.randint(3, 300, (2, 16), generator=torch.Generator().manual_seed(0))
+    cfg = TieredCacheConfig(device_budget=250_000, host_budget=0, nvme_path=str(tmp_path), device_pool_divisor=1.0,
+                            min_device_slots=1)  # below the parameters' 550 kB: forwards must evict
+    with TieredEngine(cfg, model) as eng, torch.no_grad():
+        model(input_ids=ids)  # evicts the parameters adopted on the device: written once
+        writes = _record_writes(eng)
+        for _ in range(2):
+            model(input_ids=ids)
+        assert eng.stats.evictions > 0 and eng.stats.bytes["nvme->device"] > 0
+        assert writes == []  # nothing was modified: every NVMe copy is still valid
+
+
+def _train(cfg, steps=4, accum=1, hook=None):
+    model, _ = tiny_model("opt")
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    eng = TieredEngine(cfg, model, opt) if cfg is not None else None
+    g = torch.Generator().manual_seed(1)
+    losses = []
+    try:
+        for step in range(steps):
+            for _ in range(accum):
+                ids = torch.randint(3, 300, (2, 16), generator=g)
+                loss = model(input_ids=ids, labels=ids).loss / accum
+                loss.backward()
+                losses.append(loss.item())
+            opt.step()
+            opt.zero_grad()
+            if hook is not None:
+                hook(step, eng)
+        stats = eng.summary() if eng is not None else None
+    finally:
+        if eng is not None:
+            eng.detach()
+    return losses, [p.detach().clone() for p in model.parameters()], stats
+
+
+def test_update_in_backward_keeps_gradients_off_nvme_and_is_bitwise(tmp_path):
+    for accum in (1, 2):
+        ref_losses, ref_params, _ = _train(None, accum=accum)
+        seen = {}
+
+        def hook(step, eng):
+            if step == 0:
+                assert eng.fuse and eng.accumulation_steps == accum
+                seen["writes"] = _record_writes(eng)
+        losses, params, _ = _train(_cfg(tmp_path), accum=accum, hook=hook)
+        assert losses == ref_losses and all(torch.equal(a, b) for a, b in zip(ref_params, params))
+        spilled = [k for k, _ in seen["writes"] if k.startswith("grad:")]
+        assert seen["writes"] and (accum > 1 or not spilled)  # accumulating micro-batches may spill, the last not
+        _, _, unfused = _train(_cfg(tmp_path, update_in_backward=False), accum=accum,
+                               hook=lambda s, e: seen.setdefault("off", _record_writes(e)) if s == 0 else None)
+        off = sum(n for _, n in seen["off"])
+        assert sum(n for _, n in seen["writes"]) < off  # the unfused step spills gradients
+
+
+def test_prefetch_as_far_as_the_budget_allows_beats_a_short_distance(tmp_path):
+    _, _, far = _train(_cfg(tmp_path))
+    _, _, near = _train(_cfg(tmp_path, prefetch_distance=1))
+    assert far.prefetches > 0
+    assert far.device_misses - far.late_prefetches <= near.device_misses - near.late_prefetches
+
+
+def test_proc_io_counts_direct_io_and_lower_bound(tmp_path):
+    before = proc_io()
+    bw = disk_bandwidth(str(tmp_path), 8 << 20, threads=2)
+    after = proc_io()
+    assert bw["read"] > 0 and bw["write"] > 0 and bw["threads"] == 2
+    if before is not None:  # Linux: O_DIRECT bytes show up in the process's block-I/O counters
+        assert after["write_bytes"] - before["write_bytes"] >= 8 << 20
+    assert lower_bound_bytes(param_bytes=100, device_budget=60) == 2 * (300 - 60)
+    assert lower_bound_bytes(param_bytes=100, device_budget=400) == 0
