@@ -123,8 +123,7 @@ class ChunkedStepMixin:
     def _end_step(self) -> None:
         self.stats.steps += 1
         self.cursor = 0
-        if self.trace is not None:  # the prefetch frontier counts ops from the start of this step
-            self.frontier = max(0, self.frontier - len(self.trace))
+        self.fetch_next = 0
         self._micro_seen, self._micro = self._micro, 0
         if self.timeline.active:
             self.timeline.active = False

@@ -67,7 +67,8 @@ class TieredCacheConfig:
     nvme_path: str | None = field(default=None, metadata={"help": "Folder for the NVMe tier; None disables it."})
     eviction: str = field(default="belady", metadata={"help": f"One of {EVICTION_POLICIES}."})
     prefetch: bool = field(default=True, metadata={"help": "Profile-driven prefetch."})
-    prefetch_distance: int | None = field(default=None, metadata={"help": "Ops ahead; None = as far as the budget allows."})
+    prefetch_distance: int | None = field(default=None,
+                                          metadata={"help": "Ops ahead; None = as far as the budget allows."})
     device_pool_divisor: float = field(default=2.5, metadata={"help": "Paper's GPU slot rule divisor (2.5)."})
     host_pool_divisor: float = field(default=2.0, metadata={"help": "Paper's CPU slot rule divisor (2)."})
     host_extra_slots: int = field(default=12, metadata={"help": "Paper's +12 host slots per size class."})

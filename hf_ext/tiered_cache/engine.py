@@ -20,8 +20,18 @@ from transformers.utils import logging
 
 from .config import TieredCacheConfig
 from .metrics import TieredCacheStats, Timeline
-from .planner import (HOST, NVME, NextUse, choose_victim, first_use_order, fuse_updates, homes_by_misses,
-                      prefetch_schedule, simulate)
+from .planner import (
+    HOST,
+    NVME,
+    NextUse,
+    choose_victim,
+    fetch_schedule,
+    first_use_order,
+    fuse_updates,
+    homes_by_misses,
+    prefetch_schedule,
+    simulate,
+)
 from .pools import SlotPool
 from .profiler import TraceRecorder
 from .storage import NvmeStore, TieredCacheError
@@ -74,7 +84,8 @@ class CacheCore:
         self.next_use: NextUse | None = None
         self.issue_map: dict[int, list[int]] = {}
         self.cursor = 0
-        self.frontier = 0  # prefetch: every op before this (counted from this step's start) has been issued
+        self.fetch_plan: list[tuple[int, int, str, str | None]] = []  # (issue op, target op, key, victim)
+        self.fetch_next = 0  # the first entry of fetch_plan not yet issued in this step
         self.fuse = False  # the plan runs each update right after its gradient (set by the optimizer glue)
         self.now = 0
         self.clock = 0.0
@@ -185,8 +196,6 @@ class CacheCore:
         self.resident[b.nbytes].discard(k)
         self.slot_owner.pop(slot, None)
         b.dev_slot = None
-        if self.next_use is not None:  # a tensor the scan had already brought up must be brought again
-            self.frontier = min(self.frontier, self.next_use.after(k, self.now))
         if b.tensor is not None:
             b.tensor.data = self.placeholder(b.dtype, b.shape)
         self.dev.release(slot)
@@ -276,32 +285,39 @@ class CacheCore:
             b.pending = None
 
     def prefetch(self, pos: int) -> None:
-        """Issue loads ahead of op ``pos``: with ``prefetch_distance``, the planned schedule; else as far ahead as
-        the budget allows, in the order of use, while a resident tensor is needed later than the one brought in
-        (Belady); the first refusal stops the scan, so the disk serves the earliest need first."""
+        """Issue loads ahead of op ``pos``: with ``prefetch_distance``, that many ops ahead; else the plan's
+        conservative schedule (:func:`~.planner.fetch_schedule`: each of MIN's reads as soon as its victim is
+        dead), in order; an entry whose victim is still in use waits for a later op and holds back the rest."""
+        protect = set(self.trace[pos].keys)
         if self.config.prefetch_distance:
             for target in self.issue_map.get(pos, ()):
-                if not self._prefetch_op(target, set(self.trace[pos].keys)):
-                    break
+                for k in self.trace[target].keys:
+                    if self._prefetch_key(k, None, protect) is False:
+                        return
             return
-        n = len(self.trace)
-        f = max(self.frontier, pos + 1)
-        protect = set(self.trace[pos].keys)
-        while f < pos + n and self._prefetch_op(f % n, protect):
-            f += 1
-        self.frontier = f
+        plan = self.fetch_plan
+        while self.fetch_next < len(plan) and plan[self.fetch_next][0] <= pos:
+            _, target, k, victim = plan[self.fetch_next]
+            if target > pos and self._prefetch_key(k, victim, protect) is False:
+                return
+            self.fetch_next += 1
 
-    def _prefetch_op(self, target: int, protect: set[str]) -> bool:
-        """Start the loads op ``target`` needs; False when a slot is refused."""
-        for k in self.trace[target].keys:
-            b = self.blocks.get(k)
-            if b is None or b.dev_slot is not None or not b.live:
-                continue
-            slot = self._acquire(b, protect, limit=self.next_use.after(k, self.now))
-            if slot is None:
-                return False
-            b.pending = self._start_load(b, slot)
-            self.stats.prefetches += 1
+    def _prefetch_key(self, k: str, victim: str | None, protect: set[str]) -> bool | None:
+        """Start loading ``k`` (evicting ``victim`` when the plan names one and it is idle); False when refused,
+        None when there is nothing to do."""
+        b = self.blocks.get(k)
+        if b is None or b.dev_slot is not None or not b.live:
+            return None
+        vb = self.blocks.get(victim) if victim is not None else None
+        if vb is not None and vb.dev_slot is not None and vb.nbytes == b.nbytes and not self.dev.free.get(b.nbytes):
+            if vb.key in protect or vb.pins or (vb.pending is not None and not vb.pending.done()):
+                return False  # still in use: the plan's read waits for it
+            self._evict(vb.key)
+        slot = self._acquire(b, protect, limit=self.next_use.after(k, self.now))
+        if slot is None:
+            return False
+        b.pending = self._start_load(b, slot)
+        self.stats.prefetches += 1
         return True
 
     def reap(self) -> None:
@@ -335,7 +351,7 @@ class CacheCore:
                                       self.config.prefetch_distance or None)
             if self.config.prefetch_distance:
                 issue = [(i - self.config.prefetch_distance) % len(self.trace) for i in range(len(self.trace))]
-            self.prefetch_lead = issue  # the planned schedule (used with prefetch_distance; reported otherwise)
+            self.fetch_plan = fetch_schedule(self.trace, sim.fetches)
             self.issue_map = {}
             for i, j in enumerate(issue):
                 self.issue_map.setdefault(j, []).append(i)
