@@ -16,19 +16,31 @@ from .config import TieredCacheConfig
 SHAPES = {  # random-weight OPT shapes (vocabulary cut so the largest tensor's Adam update fits a 25 % budget)
     "tiny": dict(hidden_size=64, ffn_dim=256, num_hidden_layers=2, num_attention_heads=4, vocab_size=512,
                  max_position_embeddings=64),
+    # smoke of the DeepSpeed row: its NVMe swapper leaves tensors under 1 MiB in RAM, so these are above it
+    "small": dict(hidden_size=512, ffn_dim=2048, num_hidden_layers=2, num_attention_heads=8, vocab_size=2048,
+                  max_position_embeddings=64),
     "opt-125m-v8k": dict(hidden_size=768, ffn_dim=3072, num_hidden_layers=12, num_attention_heads=12,
                          vocab_size=8192, max_position_embeddings=2048),
     "opt-350m-v8k": dict(hidden_size=1024, ffn_dim=4096, num_hidden_layers=24, num_attention_heads=16,
                          vocab_size=8192, max_position_embeddings=2048),
+    # the real facebook/opt-1.3b and opt-2.7b dimensions (full vocabulary), for the scale benchmark
+    "opt-1.3b": dict(hidden_size=2048, ffn_dim=8192, num_hidden_layers=24, num_attention_heads=32, vocab_size=50272,
+                     max_position_embeddings=2048),
+    "opt-2.7b": dict(hidden_size=2560, ffn_dim=10240, num_hidden_layers=32, num_attention_heads=32,
+                     vocab_size=50272, max_position_embeddings=2048),
 }
 
 
-def opt_model(shape: str, seed: int = 0) -> torch.nn.Module:
+def opt_model(shape: str, seed: int = 0, meta: bool = False) -> torch.nn.Module:
+    """A random-weight ``OPTForCausalLM`` of ``shape`` (on the meta device with ``meta``: sizes only, no memory)."""
     from transformers import OPTConfig, OPTForCausalLM
 
     kw = SHAPES[shape]
     cfg = OPTConfig(**kw, word_embed_proj_dim=kw["hidden_size"], dropout=0.0,
                     attention_dropout=0.0, pad_token_id=1, bos_token_id=2, eos_token_id=2)
+    if meta:
+        with torch.device("meta"):
+            return OPTForCausalLM(cfg)
     torch.manual_seed(seed)
     model = OPTForCausalLM(cfg)
     model.train()
