@@ -122,3 +122,38 @@ def test_proc_io_counts_direct_io_and_lower_bound(tmp_path):
         assert after["write_bytes"] - before["write_bytes"] >= 8 << 20
     assert lower_bound_bytes(param_bytes=100, device_budget=60) == 2 * (300 - 60)
     assert lower_bound_bytes(param_bytes=100, device_budget=400) == 0
+
+
+def _trainer(tmp_path, callback=None):
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    model, _ = tiny_model("opt")
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 300, (12, 16), generator=g)
+    ds = Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=2,
+                             gradient_accumulation_steps=2, max_grad_norm=0.0, logging_steps=1, save_strategy="no",
+                             report_to=[], use_cpu=True, optim="adamw_torch", learning_rate=1e-2, seed=0,
+                             dataloader_num_workers=0, disable_tqdm=True)
+    trainer = Trainer(model, args, train_dataset=ds, callbacks=[callback] if callback else None)
+    trainer.train()
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h], [p.detach().clone() for p in
+                                                                             model.parameters()]
+
+
+def test_trainer_without_clipping_updates_in_backward_bitwise(tmp_path):
+    from hf_ext.tiered_cache.callback import TieredCacheCallback
+
+    ref_losses, ref_params = _trainer(tmp_path / "ref")
+    seen = {}
+
+    class Probe(TieredCacheCallback):
+        def on_step_end(self, args, state, control, **kw):
+            seen.setdefault("fuse", (self.engine.fuse, self.engine.accumulation_steps))
+            return super().on_step_end(args, state, control, **kw)
+
+    with Probe(_cfg(tmp_path / "nvme")) as cb:
+        losses, params = _trainer(tmp_path / "ours", cb)
+    assert seen["fuse"] == (True, 2)
+    assert losses == ref_losses and all(torch.equal(a, b) for a, b in zip(ref_params, params))
