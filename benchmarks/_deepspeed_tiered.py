@@ -53,6 +53,8 @@ def main() -> int:
             "offload_optimizer": {"device": "nvme", "nvme_path": args.nvme_path, "pin_memory": False},
             "stage3_max_live_parameters": live, "stage3_prefetch_bucket_size": max(live // 4, 1),
             "stage3_param_persistence_threshold": 0,
+            # optimizer states swapped in sub-groups of the device budget's size (default 1e9: the whole model at once)
+            "sub_group_size": max(live, _largest(model)),
         },
         "aio": {"block_size": 1048576, "queue_depth": 8, "thread_count": 1, "single_submit": False,
                 "overlap_events": True},

@@ -224,7 +224,9 @@ def compare(args, here: Path) -> tuple[str, str]:
         f"{ours / own_limit:.2f}x its own bytes' limit {own_limit:.3f} s (bar 1.15x: "
         f"{'met' if ours / own_limit <= 1.15 else 'NOT met'}); device hit rate {hit:.1%} (bar 95 %: "
         f"{'met' if hit >= 0.95 else 'NOT met'}; the disk needs {moved / bw:.3f} s per step for "
-        f"{floor:.3f} s of compute, so reads that cannot arrive earlier count as misses); {lru / ours:.2f}x faster "
+        f"{floor:.3f} s of compute, and {ob[-1].stats['planned_late']} of the plan's {ob[-1].stats['planned_reads']} "
+        "reads per step cannot start early enough because the tensor they replace is still needed: those count as "
+        f"misses); {lru / ours:.2f}x faster "
         f"than our LRU without prefetch updating in optimizer.step; losses identical to the floor: {same}. " + ds_text)
     body = (
         f"### Comparison\n\nRandom-weight OPT shape `{shape}` ({params / 1e6:.1f} M parameters), AdamW fp32, batch "

@@ -102,6 +102,7 @@ def train_steps(model: torch.nn.Module, config: TieredCacheConfig | None, steps:
         if eng is not None:
             s = eng.summary()
             out.stats = {**s.to_dict(), "stall_per_step": s.stall_seconds / max(steps, 1),
+                         "planned_reads": len(eng.fetch_plan), "planned_late": eng.planned_late,
                          "nvme_bytes_per_step": (s.bytes["nvme->device"] + s.bytes["device->nvme"]) / max(steps, 1)}
     finally:
         if eng is not None:

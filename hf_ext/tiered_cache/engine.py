@@ -86,6 +86,7 @@ class CacheCore:
         self.cursor = 0
         self.fetch_plan: list[tuple[int, int, str, str | None]] = []  # (issue op, target op, key, victim)
         self.fetch_next = 0  # the first entry of fetch_plan not yet issued in this step
+        self.planned_late = 0  # planned reads whose earliest start leaves less compute than their transfer needs
         self.fuse = False  # the plan runs each update right after its gradient (set by the optimizer glue)
         self.now = 0
         self.clock = 0.0
@@ -347,15 +348,20 @@ class CacheCore:
             per_op = sim.miss_bytes_by_op  # what the plan's cache will not hold at each op
             bw = max((self.stats.bandwidth(link) * self.config.io_threads for link in ("nvme->device",
                                                                                    "host->device")), default=0.0)
-            issue = prefetch_schedule([op.seconds for op in self.trace], per_op, bw or 1e9,
-                                      self.config.prefetch_distance or None)
+            n = len(self.trace)
+            # the op at which each op's reads must start for compute to cover them (measured time and bandwidth)
+            need = prefetch_schedule([op.seconds for op in self.trace], per_op, bw or 1e9)
             if self.config.prefetch_distance:
-                issue = [(i - self.config.prefetch_distance) % len(self.trace) for i in range(len(self.trace))]
+                self.issue_map = {}
+                for i in range(n):
+                    self.issue_map.setdefault((i - self.config.prefetch_distance) % n, []).append(i)
             self.fetch_plan = fetch_schedule(self.trace, sim.fetches)
-            self.issue_map = {}
-            for i, j in enumerate(issue):
-                self.issue_map.setdefault(j, []).append(i)
-        logger.info("Tiered cache planned over %d ops (%d tensors).", len(self.trace), len(self.blocks))
+            # reads the budget cannot start early enough (their victim is still needed): they will stall
+            self.planned_late = sum(1 for issue, target, _, _ in self.fetch_plan
+                                    if target - issue < (target - need[target % n]) % n)
+        logger.info("Tiered cache planned over %d ops (%d tensors); %d of %d planned reads cannot start early enough.",
+                    n if self.config.prefetch else len(self.trace), len(self.blocks), self.planned_late,
+                    len(self.fetch_plan))
 
     def rehome(self, sim) -> None:
         """Re-place the off-device copies from the plan (:func:`homes_by_misses`), moving the bytes that must move:
