@@ -44,9 +44,9 @@ def main() -> int:
         "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
         "zero_optimization": {
             "stage": 3,
-            # max_in_cpu defaults to 1e9 parameters kept in RAM besides NVMe (all of a small model, which then never
-            # touches the disk for parameters); 0 gives every parameter its home on NVMe, as ours at this placement,
-            # and the swap buffers hold the largest tensor, not 1e8 elements each.
+            # max_in_cpu defaults to 1e9 parameters kept in RAM besides NVMe (every parameter of a model below 1 G,
+            # which then never reads a parameter from disk); 0 gives every parameter its home on NVMe, as ours at
+            # this placement, and the swap buffers hold the largest tensor, not 1e8 elements each.
             "offload_param": {"device": "nvme", "nvme_path": args.nvme_path, "pin_memory": False,
                               "buffer_count": _buffer_count(model), "buffer_size": _largest(model),
                               "max_in_cpu": args.max_in_cpu},
