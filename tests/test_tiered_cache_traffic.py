@@ -157,3 +157,21 @@ def test_trainer_without_clipping_updates_in_backward_bitwise(tmp_path):
         losses, params = _trainer(tmp_path / "ours", cb)
     assert seen["fuse"] == (True, 2)
     assert losses == ref_losses and all(torch.equal(a, b) for a, b in zip(ref_params, params))
+
+
+def test_detach_gives_parameters_only_when_the_states_do_not_fit_in_memory(tmp_path, monkeypatch):
+    ref_params = _train(None, steps=2)[1]
+    model, _ = tiny_model("opt")
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    eng = TieredEngine(_cfg(tmp_path), model, opt)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        ids = torch.randint(3, 300, (2, 16), generator=g)
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    monkeypatch.setattr(eng, "_free_memory", lambda: 1000)  # far below parameters + Adam states
+    eng.detach()
+    assert all(torch.equal(a, b) for a, b in zip(ref_params, model.parameters()))
+    assert not opt.state and not any(tmp_path.iterdir())

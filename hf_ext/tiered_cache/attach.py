@@ -267,9 +267,23 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
         self.stats.allocations = self.allocations + self.dev.allocations + self.host.allocations - 2
         return self.stats
 
-    def materialize(self) -> None:
+    def _free_memory(self) -> int | None:
+        """Bytes free where tensors are given back (the device, or RAM from /proc/meminfo); None if unknown."""
+        if self.cuda:
+            return torch.cuda.mem_get_info(self.device)[0]
+        try:
+            with open("/proc/meminfo") as f:
+                return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable:"))
+        except (OSError, StopIteration):
+            return None
+
+    def materialize(self, states: bool = True) -> None:
         """Give every parameter and optimizer state back as an ordinary tensor with its latest values (after a
-        failure too: a value whose write-back failed is still in its device slot)."""
+        failure too: a value whose write-back failed is still in its device slot). ``states=False`` gives the
+        parameters back and drops the optimizer states (a model whose training state exceeds memory: the point
+        of the NVMe tier)."""
+        if not states and self.optimizer is not None:
+            self.optimizer.state.clear()
         failed = dict(self.failed_writes)
         for slot, (k, fut) in list(self._slot_writes.items()):
             if fut.exception() is not None:
@@ -280,7 +294,7 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
                 b.dev_slot = None  # its load never happened
             b.pending = None
         for b in self.blocks.values():
-            if b.tensor is None or b.kind == "grad":
+            if b.tensor is None or b.kind == "grad" or (b.kind == "state" and not states):
                 continue
             out = torch.empty(b.shape, dtype=b.dtype, device=self.device)
             if b.dev_slot is not None:
@@ -330,7 +344,14 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
             return
         try:
             if self.blocks:
-                self.materialize()
+                need = sum(b.nbytes for b in self.blocks.values() if b.tensor is not None and b.kind != "grad")
+                free = self._free_memory()
+                keep = free is None or need <= 0.9 * free  # (the pools are still allocated while we copy out)
+                if not keep:
+                    logger.warning("Giving back parameters only: parameters + optimizer states (%.2f GiB) exceed "
+                                   "the free memory (%.2f GiB); the optimizer states are dropped with the NVMe "
+                                   "files.", need / 2**30, free / 2**30)
+                self.materialize(states=keep)
         finally:
             for h in self._handles:
                 h.remove()
