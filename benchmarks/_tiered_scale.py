@@ -147,9 +147,11 @@ def scale(args, here: Path) -> str:
                    else "did NOT complete")
                 + f"; {nvme_shape} in memory would need at least {big_state / 2**30:.1f} GiB.")
     return ("### Scale\n\nRandom-weight OPT shapes with the real OPT dimensions, AdamW fp32, batch 1 x "
-            f"{seqlen}, one profiling step then {steps} timed step(s); each run in its own subprocess (peak RSS of the whole child from "
-            f"wait4: build, steps and giving the weights back). NVMe run: device budget {budget / 2**30:.2f} GiB ({NVME_FRACTION:.0%} of its state), host tier 0"
-            f", the rest in `{nvme_root}`.\n\n"
+            f"{seqlen}, one profiling step then {steps} timed step(s); each run in its own subprocess (peak RSS of "
+            "the whole child from wait4: build, steps and giving the weights back). NVMe run: device budget "
+            f"{budget / 2**30:.2f} GiB ({NVME_FRACTION:.0%} of its state), host tier 0, the rest in `{nvme_root}`; "
+            "its parameters are given back at the end, its optimizer states dropped when they do not fit in RAM."
+            "\n\n"
             + table(["run", "shape", "params (G)", "training state GiB", "s/step (median)", "first step s",
                      "peak RSS GiB", "NVMe GiB on disk", "disk GiB moved/step"], rows)
             + "\n\n" + findings + "\n")

@@ -54,17 +54,20 @@ def test_clean_evictions_write_nothing(tmp_path):
         assert writes == []  # nothing was modified: every NVMe copy is still valid
 
 
-def _train(cfg, steps=4, accum=1, hook=None):
+def _train(cfg, steps=4, accum=1, hook=None, extra_forward=False):
     model, _ = tiny_model("opt")
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    eng = TieredEngine(cfg, model, opt) if cfg is not None else None
+    # told the accumulation (as the Trainer callback does) when a loop runs extra forwards
+    eng = TieredEngine(cfg, model, opt, accumulation_steps=accum if extra_forward else None) if cfg else None
     g = torch.Generator().manual_seed(1)
     losses = []
     try:
         for step in range(steps):
             for _ in range(accum):
                 ids = torch.randint(3, 300, (2, 16), generator=g)
+                if extra_forward:  # a forward with autograd on and no backward (a logged loss): not a micro-batch
+                    model(input_ids=ids, labels=ids)
                 loss = model(input_ids=ids, labels=ids).loss / accum
                 loss.backward()
                 losses.append(loss.item())
@@ -97,6 +100,10 @@ def test_update_in_backward_keeps_gradients_off_nvme_and_is_bitwise(tmp_path, ac
     assert seen["on"] and (accum > 1 or not spilled)  # accumulating micro-batches may spill, the last never
     _train(_cfg(tmp_path, update_in_backward=False), accum=accum, hook=hook("off"))
     assert sum(n for _, n in seen["on"]) < sum(n for _, n in seen["off"])  # the unfused step spills gradients
+    if accum > 1:  # backward passes are counted, not forwards: an extra forward does not update early
+        ref_extra = _train(None, accum=accum, extra_forward=True)[1]
+        extra = _train(_cfg(tmp_path), accum=accum, extra_forward=True)[1]
+        assert all(torch.equal(a, b) for a, b in zip(ref_extra, extra))
 
 
 def test_conservative_prefetch_hits_more_and_reads_about_what_min_reads(tmp_path):

@@ -53,7 +53,8 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
         self.model, self.optimizer, self.max_grad_norm = model, optimizer, max_grad_norm
         self.world_size = world_size
         self.accumulation_steps = accumulation_steps
-        self._micro = self._micro_seen = 0  # backward-bearing forwards since the last optimizer step
+        self._micro = self._micro_seen = 0  # backward passes since the last optimizer step
+        self._fwd_pending = False  # a forward with autograd ran and its backward has not started
         self.params = params
         self.pkey = {}
         for name, p in model.named_parameters():
@@ -182,8 +183,7 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
 
     def _root_pre(self, mod, args) -> None:
         self._release_bwd_pins()
-        if torch.is_grad_enabled() and not self.suspended:
-            self._micro += 1
+        self._fwd_pending = torch.is_grad_enabled() and not self.suspended
         self._saved_ctx.__enter__()
 
     def _root_post(self, mod, args, out) -> None:
@@ -244,6 +244,9 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
             self.blocks[k].pins -= 1
 
     def _grad_ready(self, p: torch.Tensor) -> None:
+        if self._fwd_pending:  # the first gradient of a backward: count the pass (a forward alone does not)
+            self._micro += 1
+            self._fwd_pending = False
         k = self.pkey[id(p)]
         self._unpin_bwd(k)
         g = self.blocks["grad:" + k]
