@@ -29,11 +29,12 @@ def main() -> int:
     ap.add_argument("--seqlen", type=int, default=128)
     ap.add_argument("--nvme-path", required=True)
     ap.add_argument("--live-params", type=float, required=True, help="stage3_max_live_parameters")
+    ap.add_argument("--max-in-cpu", type=int, default=0, help="offload_param.max_in_cpu (DeepSpeed's default 1e9)")
     args = ap.parse_args()
     import deepspeed
     import torch
 
-    from hf_ext.tiered_cache.bench import opt_model
+    from hf_ext.tiered_cache.bench import io_delta, opt_model, proc_io
 
     deepspeed.init_distributed(dist_backend="gloo")
     model = opt_model(args.shape)  # built normally: deepspeed.zero.Init fails with transformers 5.24
@@ -43,11 +44,17 @@ def main() -> int:
         "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
         "zero_optimization": {
             "stage": 3,
+            # max_in_cpu defaults to 1e9 parameters kept in RAM besides NVMe (every parameter of a model below 1 G,
+            # which then never reads a parameter from disk); 0 gives every parameter its home on NVMe, as ours at
+            # this placement, and the swap buffers hold the largest tensor, not 1e8 elements each.
             "offload_param": {"device": "nvme", "nvme_path": args.nvme_path, "pin_memory": False,
-                              "buffer_count": 5, "buffer_size": max(int(1e8), _largest(model))},
+                              "buffer_count": _buffer_count(model), "buffer_size": _largest(model),
+                              "max_in_cpu": args.max_in_cpu},
             "offload_optimizer": {"device": "nvme", "nvme_path": args.nvme_path, "pin_memory": False},
             "stage3_max_live_parameters": live, "stage3_prefetch_bucket_size": max(live // 4, 1),
             "stage3_param_persistence_threshold": 0,
+            # optimizer states swapped in sub-groups of the device budget's size (default 1e9: the whole model at once)
+            "sub_group_size": max(live, _largest(model)),
         },
         "aio": {"block_size": 1048576, "queue_depth": 8, "thread_count": 1, "single_submit": False,
                 "overlap_events": True},
@@ -55,8 +62,11 @@ def main() -> int:
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=cfg)
     g = torch.Generator().manual_seed(1)
     times, losses = [], []
+    io0 = proc_io() if args.warmup == 0 else None
     for i in range(args.warmup + args.steps):
         ids = torch.randint(3, model.config.vocab_size, (1, args.seqlen), generator=g)
+        if i == args.warmup:
+            io0 = proc_io()  # disk bytes of the timed steps (its aio threads are in this process)
         t0 = time.perf_counter()
         loss = engine(input_ids=ids, labels=ids).loss
         engine.backward(loss)
@@ -64,12 +74,28 @@ def main() -> int:
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
         losses.append(loss.item())
-    print(json.dumps({"step_seconds": times, "losses": losses, "deepspeed": deepspeed.__version__}))
+    end = proc_io()
+    io = io_delta(io0, end, args.steps)
+    if end is not None:  # the whole run, initialization included (where it wrote its NVMe copies, if it did)
+        io.update(disk_read_total=end["read_bytes"], disk_write_total=end["write_bytes"])
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"step_seconds": times, "losses": losses, "deepspeed": deepspeed.__version__,
+                      "peak_rss": peak, **io}))
     return 0
 
 
 def _largest(model) -> int:
     return max(p.numel() for p in model.parameters())
+
+
+def _buffer_count(model) -> int:
+    """Swap buffers (one parameter each): one per swapped parameter. DeepSpeed's default 5, and even enough for
+    ``stage3_max_live_parameters`` plus the prefetch bucket, stop with "Not enough buffers 0 for swapping 1" once
+    parameters really live on NVMe (DeepSpeed issue #3062). Only tensors of at least 1 MiB are swapped
+    (its MIN_AIO_BYTES); the smaller ones stay in RAM."""
+    return max(5, sum(p.numel() * p.element_size() >= 1 << 20 for p in model.parameters()))
 
 
 if __name__ == "__main__":

@@ -33,10 +33,16 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
             gradients arrive, exactly as ``torch.nn.utils.clip_grad_norm_``); None or 0 = no clipping.
         world_size: data-parallel processes; above 1 each gradient is divided by it and all-reduced (summed) in
             the step, as DDP does, so the replicas stay equal.
+        accumulation_steps: backward passes per optimizer step (gradient accumulation). With
+            ``config.update_in_backward`` the last one updates each parameter as its gradient completes; None =
+            the count seen in the profiled step (the Trainer callback passes its ``gradient_accumulation_steps``).
+            A step with fewer backward passes (an epoch's end) is updated in ``optimizer.step`` as usual.
     """
 
     def __init__(self, config: TieredCacheConfig, model: torch.nn.Module, optimizer=None,
-                 max_grad_norm: float | None = None, world_size: int = 1):
+                 max_grad_norm: float | None = None, world_size: int = 1, accumulation_steps: int | None = None):
+        if accumulation_steps is not None and accumulation_steps < 1:
+            raise ValueError(f"accumulation_steps must be >= 1 or None, got {accumulation_steps!r}.")
         params = list(model.parameters())
         if not params:
             raise ValueError("The model has no parameters to tier.")
@@ -46,6 +52,9 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
         super().__init__(config, devices.pop())
         self.model, self.optimizer, self.max_grad_norm = model, optimizer, max_grad_norm
         self.world_size = world_size
+        self.accumulation_steps = accumulation_steps
+        self._micro = self._micro_seen = 0  # backward passes since the last optimizer step
+        self._fwd_pending = False  # a forward with autograd ran and its backward has not started
         self.params = params
         self.pkey = {}
         for name, p in model.named_parameters():
@@ -174,6 +183,7 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
 
     def _root_pre(self, mod, args) -> None:
         self._release_bwd_pins()
+        self._fwd_pending = torch.is_grad_enabled() and not self.suspended
         self._saved_ctx.__enter__()
 
     def _root_post(self, mod, args, out) -> None:
@@ -234,6 +244,9 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
             self.blocks[k].pins -= 1
 
     def _grad_ready(self, p: torch.Tensor) -> None:
+        if self._fwd_pending:  # the first gradient of a backward: count the pass (a forward alone does not)
+            self._micro += 1
+            self._fwd_pending = False
         k = self.pkey[id(p)]
         self._unpin_bwd(k)
         g = self.blocks["grad:" + k]
@@ -247,6 +260,8 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
         g.on_home = False
         p.grad = None
         self.exit_op((g.key,))
+        if self.optimizer is not None and self._fusing():
+            self._update(p)  # autograd is done with p: every node that used it fed this gradient
 
     # ------------------------------------------------------------------------------------------------ stats / end
     def summary(self):
@@ -255,9 +270,23 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
         self.stats.allocations = self.allocations + self.dev.allocations + self.host.allocations - 2
         return self.stats
 
-    def materialize(self) -> None:
+    def _free_memory(self) -> int | None:
+        """Bytes free where tensors are given back (the device, or RAM from /proc/meminfo); None if unknown."""
+        if self.cuda:
+            return torch.cuda.mem_get_info(self.device)[0]
+        try:
+            with open("/proc/meminfo") as f:
+                return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable:"))
+        except (OSError, StopIteration):
+            return None
+
+    def materialize(self, states: bool = True) -> None:
         """Give every parameter and optimizer state back as an ordinary tensor with its latest values (after a
-        failure too: a value whose write-back failed is still in its device slot)."""
+        failure too: a value whose write-back failed is still in its device slot). ``states=False`` gives the
+        parameters back and drops the optimizer states (a model whose training state exceeds memory: the point
+        of the NVMe tier)."""
+        if not states and self.optimizer is not None:
+            self.optimizer.state.clear()
         failed = dict(self.failed_writes)
         for slot, (k, fut) in list(self._slot_writes.items()):
             if fut.exception() is not None:
@@ -268,7 +297,7 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
                 b.dev_slot = None  # its load never happened
             b.pending = None
         for b in self.blocks.values():
-            if b.tensor is None or b.kind == "grad":
+            if b.tensor is None or b.kind == "grad" or (b.kind == "state" and not states):
                 continue
             out = torch.empty(b.shape, dtype=b.dtype, device=self.device)
             if b.dev_slot is not None:
@@ -318,7 +347,14 @@ class TieredEngine(ChunkedStepMixin, CacheCore):
             return
         try:
             if self.blocks:
-                self.materialize()
+                need = sum(b.nbytes for b in self.blocks.values() if b.tensor is not None and b.kind != "grad")
+                free = self._free_memory()
+                keep = free is None or need <= 0.9 * free  # (the pools are still allocated while we copy out)
+                if not keep:
+                    logger.warning("Giving back parameters only: parameters + optimizer states (%.2f GiB) exceed "
+                                   "the free memory (%.2f GiB); the optimizer states are dropped with the NVMe "
+                                   "files.", need / 2**30, free / 2**30)
+                self.materialize(states=keep)
         finally:
             for h in self._handles:
                 h.remove()

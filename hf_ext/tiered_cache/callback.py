@@ -45,7 +45,8 @@ class TieredCacheCallback(TrainerCallback):
         from .attach import TieredEngine
 
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
-        self.engine = TieredEngine(self.config, model, inner, max_grad_norm=args.max_grad_norm)
+        self.engine = TieredEngine(self.config, model, inner, max_grad_norm=args.max_grad_norm,
+                                   accumulation_steps=args.gradient_accumulation_steps)
         self._ready = True
 
     def on_step_end(self, args, state, control, **kwargs):

@@ -44,28 +44,38 @@ class ChunkedStepMixin:
         coef = self._clip_coef()
         for group in self.optimizer.param_groups:
             for p in group["params"]:
-                k = self.pkey[id(p)]
-                g = self.blocks.get("grad:" + k)
-                if g is None or not g.live:
-                    continue
-                states = self.state_keys.get(k, ())
-                keys = (k, g.key, *states)
-                self.enter_op("step:" + k, keys)
-                p.grad = self.view(g)
-                if coef is not None:
-                    p.grad.mul_(coef)
-                self._orig_step()
-                p.grad = None
-                if not states:
-                    states = self._adopt_states(p, k, set(keys))
-                    keys = (k, g.key, *states)
-                    if self.recorder is not None:
-                        self.recorder.update_keys(keys)
-                for s in (k, *states):
-                    self.blocks[s].on_home = False
-                self.exit_op(keys)
-                self._drop(g)
+                self._update(p, coef)  # those updated in the backward (update_in_backward) have no live gradient
         self._end_step()
+
+    def _fusing(self) -> bool:
+        """Whether this backward updates each parameter as its gradient completes (the last micro-batch of a
+        planned step, no clipping, one process)."""
+        return (self.fuse and self.trace is not None and self._micro >= (self.accumulation_steps or 1))
+
+    @torch.no_grad()
+    def _update(self, p, coef: torch.Tensor | None = None) -> None:
+        """The user's optimizer step on ``p`` alone, with its value, gradient and states resident together."""
+        k = self.pkey[id(p)]
+        g = self.blocks.get("grad:" + k)
+        if g is None or not g.live:
+            return
+        states = self.state_keys.get(k, ())
+        keys = (k, g.key, *states)
+        self.enter_op("step:" + k, keys)
+        p.grad = self.view(g)
+        if coef is not None:
+            p.grad.mul_(coef)
+        self._orig_step()
+        p.grad = None
+        if not states:
+            states = self._adopt_states(p, k, set(keys))
+            keys = (k, g.key, *states)
+            if self.recorder is not None:
+                self.recorder.update_keys(keys)
+        for s in (k, *states):
+            self.blocks[s].on_home = False
+        self.exit_op(keys)
+        self._drop(g)
 
     def _all_reduce(self) -> None:
         import torch.distributed as dist
@@ -113,11 +123,16 @@ class ChunkedStepMixin:
     def _end_step(self) -> None:
         self.stats.steps += 1
         self.cursor = 0
+        self.fetch_next = 0
+        self._micro_seen, self._micro = self._micro, 0
         if self.timeline.active:
             self.timeline.active = False
             if self.config.timeline_path:
                 self.timeline.save_png(self.config.timeline_path)
         if self.recorder is not None and self.stats.steps >= self.config.profile_steps:
+            if self.accumulation_steps is None:  # learned: backward passes in the profiled step
+                self.accumulation_steps = max(self._micro_seen, 1)
+            self.fuse = bool(self.config.update_in_backward and not self.max_grad_norm and self.world_size == 1)
             self.plan()
             io_mode = self.stats.io_mode
             self.stats = type(self.stats)(io_mode=io_mode)

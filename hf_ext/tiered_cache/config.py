@@ -42,7 +42,9 @@ class TieredCacheConfig:
         nvme_path: folder on a local disk for the NVMe tier; None disables it.
         eviction: "belady" (MIN over the profiled future order; our addition), "lru" or "fifo" (the paper's rule).
         prefetch: bring tensors up ahead of the module that needs them, as far ahead as the profile says.
-        prefetch_distance: ops to look ahead; None = computed from measured compute time and link bandwidth.
+        prefetch_distance: ops to look ahead; None = as far ahead as the device budget allows (our choice): reads
+            are issued in the profiled order of use while Belady's MIN finds a resident tensor needed later than
+            the one brought in.
         device_pool_divisor: the paper's GPU rule ``slots = min(round(share * free / 2.5 / size), count)``; the
             2.5 keeps room for activations on a GPU. On a CPU the device budget is the pool, so 1.0 fits there.
         host_pool_divisor: the paper's CPU rule divisor (2).
@@ -52,6 +54,10 @@ class TieredCacheConfig:
         io_threads: threads of the NVMe thread pool.
         direct_io: open NVMe files with O_DIRECT where the filesystem allows it (else buffered + fadvise DONTNEED).
         checksum: "crc32" of each NVMe payload, checked on every read ("none" keeps only the run-id check).
+        update_in_backward: run each parameter's optimizer update as soon as its gradient is complete in the last
+            backward before the step (our choice, beyond the paper), so gradients never leave the device tier and
+            the parameter, still resident from its backward, is updated before it is evicted. Bit-for-bit the same
+            update; off by itself under gradient clipping (it needs every gradient first) and data parallelism.
         profile_steps: optimizer steps recorded before planning (the paper: one warm-up iteration).
         timeline_path: write a PNG timeline of the first planned step here (None: no plot).
     """
@@ -61,7 +67,8 @@ class TieredCacheConfig:
     nvme_path: str | None = field(default=None, metadata={"help": "Folder for the NVMe tier; None disables it."})
     eviction: str = field(default="belady", metadata={"help": f"One of {EVICTION_POLICIES}."})
     prefetch: bool = field(default=True, metadata={"help": "Profile-driven prefetch."})
-    prefetch_distance: int | None = field(default=None, metadata={"help": "Ops ahead; None = from the profile."})
+    prefetch_distance: int | None = field(default=None,
+                                          metadata={"help": "Ops ahead; None = as far as the budget allows."})
     device_pool_divisor: float = field(default=2.5, metadata={"help": "Paper's GPU slot rule divisor (2.5)."})
     host_pool_divisor: float = field(default=2.0, metadata={"help": "Paper's CPU slot rule divisor (2)."})
     host_extra_slots: int = field(default=12, metadata={"help": "Paper's +12 host slots per size class."})
@@ -69,6 +76,7 @@ class TieredCacheConfig:
     io_threads: int = field(default=4, metadata={"help": "Threads of the NVMe I/O pool."})
     direct_io: bool = field(default=True, metadata={"help": "O_DIRECT where the filesystem allows it."})
     checksum: str = field(default="crc32", metadata={"help": f"NVMe payload checksum, one of {CHECKSUMS}."})
+    update_in_backward: bool = field(default=True, metadata={"help": "Optimizer update as each gradient completes."})
     profile_steps: int = field(default=1, metadata={"help": "Optimizer steps profiled before planning."})
     timeline_path: str | None = field(default=None, metadata={"help": "PNG timeline of one planned step."})
 

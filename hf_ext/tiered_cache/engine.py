@@ -20,7 +20,18 @@ from transformers.utils import logging
 
 from .config import TieredCacheConfig
 from .metrics import TieredCacheStats, Timeline
-from .planner import HOST, NVME, NextUse, choose_victim, first_use_order, homes_by_misses, prefetch_schedule, simulate
+from .planner import (
+    HOST,
+    NVME,
+    NextUse,
+    choose_victim,
+    fetch_schedule,
+    first_use_order,
+    fuse_updates,
+    homes_by_misses,
+    prefetch_schedule,
+    simulate,
+)
 from .pools import SlotPool
 from .profiler import TraceRecorder
 from .storage import NvmeStore, TieredCacheError
@@ -73,6 +84,10 @@ class CacheCore:
         self.next_use: NextUse | None = None
         self.issue_map: dict[int, list[int]] = {}
         self.cursor = 0
+        self.fetch_plan: list[tuple[int, int, str, str | None]] = []  # (issue op, target op, key, victim)
+        self.fetch_next = 0  # the first entry of fetch_plan not yet issued in this step
+        self.planned_late = 0  # planned reads whose earliest start leaves less compute than their transfer needs
+        self.fuse = False  # the plan runs each update right after its gradient (set by the optimizer glue)
         self.now = 0
         self.clock = 0.0
         self.allocations = 0
@@ -271,16 +286,40 @@ class CacheCore:
             b.pending = None
 
     def prefetch(self, pos: int) -> None:
-        for target in self.issue_map.get(pos, ()):
-            for k in self.trace[target].keys:
-                b = self.blocks.get(k)
-                if b is None or b.dev_slot is not None or not b.live:
-                    continue
-                slot = self._acquire(b, set(self.trace[pos].keys), limit=self.next_use.after(k, self.now))
-                if slot is None:
-                    break
-                b.pending = self._start_load(b, slot)
-                self.stats.prefetches += 1
+        """Issue loads ahead of op ``pos``: with ``prefetch_distance``, that many ops ahead; else the plan's
+        conservative schedule (:func:`~.planner.fetch_schedule`: each of MIN's reads as soon as its victim is
+        dead), in order; an entry whose victim is still in use waits for a later op and holds back the rest."""
+        protect = set(self.trace[pos].keys)
+        if self.config.prefetch_distance:
+            for target in self.issue_map.get(pos, ()):
+                for k in self.trace[target].keys:
+                    if self._prefetch_key(k, None, protect) is False:
+                        return
+            return
+        plan = self.fetch_plan
+        while self.fetch_next < len(plan) and plan[self.fetch_next][0] <= pos:
+            _, target, k, victim = plan[self.fetch_next]
+            if target > pos and self._prefetch_key(k, victim, protect) is False:
+                return
+            self.fetch_next += 1
+
+    def _prefetch_key(self, k: str, victim: str | None, protect: set[str]) -> bool | None:
+        """Start loading ``k`` (evicting ``victim`` when the plan names one and it is idle); False when refused,
+        None when there is nothing to do."""
+        b = self.blocks.get(k)
+        if b is None or b.dev_slot is not None or not b.live:
+            return None
+        vb = self.blocks.get(victim) if victim is not None else None
+        if vb is not None and vb.dev_slot is not None and vb.nbytes == b.nbytes and not self.dev.free.get(b.nbytes):
+            if vb.key in protect or vb.pins or (vb.pending is not None and not vb.pending.done()):
+                return False  # still in use: the plan's read waits for it
+            self._evict(vb.key)
+        slot = self._acquire(b, protect, limit=self.next_use.after(k, self.now))
+        if slot is None:
+            return False
+        b.pending = self._start_load(b, slot)
+        self.stats.prefetches += 1
+        return True
 
     def reap(self) -> None:
         """Confirm finished write-backs; a failed one (a full disk) stops training with a clear error."""
@@ -299,6 +338,8 @@ class CacheCore:
         prof = self.recorder.finish(self.stats.stall_seconds)
         self.recorder = None
         self.trace = [op for op in prof.ops if all(k in self.blocks for k in op.keys)]
+        if self.fuse:
+            self.trace = fuse_updates(self.trace)
         self.next_use = NextUse(self.trace)
         sizes = {k: b.nbytes for k, b in self.blocks.items()}
         self.sim = sim = simulate(self.trace, sizes, self.dev.slots, self.config.eviction, steps=2)
@@ -307,14 +348,20 @@ class CacheCore:
             per_op = sim.miss_bytes_by_op  # what the plan's cache will not hold at each op
             bw = max((self.stats.bandwidth(link) * self.config.io_threads for link in ("nvme->device",
                                                                                    "host->device")), default=0.0)
-            issue = prefetch_schedule([op.seconds for op in self.trace], per_op, bw or 1e9,
-                                      self.config.prefetch_distance or None)
+            n = len(self.trace)
+            # the op at which each op's reads must start for compute to cover them (measured time and bandwidth)
+            need = prefetch_schedule([op.seconds for op in self.trace], per_op, bw or 1e9)
             if self.config.prefetch_distance:
-                issue = [(i - self.config.prefetch_distance) % len(self.trace) for i in range(len(self.trace))]
-            self.issue_map = {}
-            for i, j in enumerate(issue):
-                self.issue_map.setdefault(j, []).append(i)
-        logger.info("Tiered cache planned over %d ops (%d tensors).", len(self.trace), len(self.blocks))
+                self.issue_map = {}
+                for i in range(n):
+                    self.issue_map.setdefault((i - self.config.prefetch_distance) % n, []).append(i)
+            self.fetch_plan = fetch_schedule(self.trace, sim.fetches)
+            # reads the budget cannot start early enough (their victim is still needed): they will stall
+            self.planned_late = sum(1 for issue, target, _, _ in self.fetch_plan
+                                    if target - issue < (target - need[target % n]) % n)
+        logger.info("Tiered cache planned over %d ops (%d tensors); %d of %d planned reads cannot start early enough.",
+                    n if self.config.prefetch else len(self.trace), len(self.blocks), self.planned_late,
+                    len(self.fetch_plan))
 
     def rehome(self, sim) -> None:
         """Re-place the off-device copies from the plan (:func:`homes_by_misses`), moving the bytes that must move:

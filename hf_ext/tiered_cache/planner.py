@@ -103,6 +103,21 @@ def homes_by_misses(sim: SimResult, keys: Sequence[str], sizes: Mapping[str, int
     return place([keys[i] for i in order], sizes, {}, host, nvme)
 
 
+def fuse_updates(trace: Sequence[Op]) -> list[Op]:
+    """``trace`` as it runs when each parameter's optimizer update (op ``step:<key>``) follows right after its
+    gradient is complete (the last ``grad:<key>`` op before it); updates without a gradient op stay in place."""
+    steps = {op.name[5:]: op for op in trace if op.name.startswith("step:")}
+    last_grad = {op.name[5:]: i for i, op in enumerate(trace) if op.name.startswith("grad:") and op.name[5:] in steps}
+    out = []
+    for i, op in enumerate(trace):
+        if op.name.startswith("step:") and op.name[5:] in last_grad:
+            continue
+        out.append(op)
+        if op.name.startswith("grad:") and last_grad.get(op.name[5:]) == i:
+            out.append(steps[op.name[5:]])
+    return out
+
+
 def first_use_order(trace: Iterable[Op]) -> list[str]:
     seen: dict[str, None] = {}
     for op in trace:
@@ -156,6 +171,7 @@ class SimResult:
     peak_bytes: int = 0
     misses_by_key: Counter = field(default_factory=Counter)
     miss_bytes_by_op: list[int] = field(default_factory=list)  # in the last replayed step
+    fetches: list[tuple[int, str, str | None]] = field(default_factory=list)  # last step: (op, key, victim)
 
     @property
     def hit_rate(self) -> float:
@@ -192,12 +208,15 @@ def simulate(trace: Sequence[Op], sizes: Mapping[str, int], slots: Mapping[int, 
                     res.bytes_fetched += s
                     if step == steps - 1:
                         res.miss_bytes_by_op[i] += s
+                    victim = None
                     if len(resident[s]) >= slots[s]:
                         victim = choose_victim(resident[s] - pinned, policy, i, nu, last, arrived)
                         if victim is None:
                             raise ValueError(f"op {op.name!r} needs more than {slots[s]} slots of {s} bytes")
                         resident[s].discard(victim)
                         res.evictions.append((i, victim))
+                    if step == steps - 1:
+                        res.fetches.append((i, k, victim))
                     resident[s].add(k)
                     arrived[k] = clock
                 last[k] = clock
@@ -226,6 +245,26 @@ def prefetch_schedule(seconds: Sequence[float], fetch_bytes: Sequence[int], band
             d += 1
         out.append((i - min(d, max(limit, 1))) % n)
     return out
+
+
+def fetch_schedule(trace: Sequence[Op], fetches: Iterable[tuple[int, str, str | None]]) -> list[tuple[int, int, str,
+                                                                                                   str | None]]:
+    """Conservative prefetching (Cao et al., SIGMETRICS 1995) over the fetches of Belady's MIN: each fetch of
+    ``key`` for op ``i`` that evicts ``victim`` is issued right after the victim's last use before ``i`` (one step
+    ahead at most; at once when a slot is free), so the reads start as early as the budget allows and the disk
+    moves exactly MIN's bytes. Returns ``(issue op, target op, key, victim)`` sorted by issue; positions are of one
+    step, a target ``>= len(trace)`` belongs to the next step (its read starts in this one)."""
+    n = len(trace)
+    nu = NextUse(trace)
+    out = []
+    for i, key, victim in fetches:
+        issue = i - n + 1
+        pos = nu.positions.get(victim, []) if victim is not None else []
+        if pos:
+            j = bisect.bisect_left(pos, i) - 1
+            issue = max(issue, (pos[j] if j >= 0 else pos[-1] - n) + 1)
+        out.append((issue, i, key, victim) if issue >= 0 else (issue + n, i + n, key, victim))
+    return sorted(out, key=lambda e: (e[0], e[1]))
 
 
 def physical_limit(compute_seconds: float, bytes_moved: int, disk_bandwidth: float) -> float:

@@ -49,7 +49,7 @@ class TieredCachePlugin:
         inner = getattr(optimizer, "optimizer", optimizer)
         world = accelerator.num_processes
         self.engine = TieredEngine(self.config, model, inner, max_grad_norm=self.max_grad_norm,
-                                   world_size=world)
+                                   world_size=world, accumulation_steps=accelerator.gradient_accumulation_steps)
         accelerator.register_save_state_pre_hook(self._before_save)
         return model, optimizer
 
