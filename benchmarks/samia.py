@@ -5,8 +5,9 @@ section, shuffled with a fixed seed and split in two halves by document (no docu
 non-member). Windows start at word ``--skip-words`` (past the formulaic reST headers). Only 265 of the 317 library
 documents have the 150 + 128 words of a first window, so one window per document gives at most 132 + 132 texts.
 For more, each side takes its documents' first windows, then their second windows (words 278-405), and so on,
-never overlapping (about 2,800 windows per side exist). Up to 132 + 132 texts this is exactly one window per
-document, as in the earlier published runs. The default model (Gemma 3 270M) is fully fine-tuned on the member
+never overlapping (2,676 windows on the smaller side). Up to 132 + 132 texts this is exactly one window per
+document, as in the earlier published runs; at 500 + 500, 736 of the 1,000 texts come from a second to fifth
+window (counts from seed 0; the run's report states them). The default model (Gemma 3 270M) is fully fine-tuned on the member
 windows for ``--epochs`` epochs (``--epochs 0``: no fine-tuning, the control run); non-members are never trained
 on. Texts of 32 / 64 / 128 words are the first words of each window.
 
@@ -17,13 +18,15 @@ the cut to the reference length), ms per generated token, and wall time per 100 
 for each method). Per-text scores go to ``<name>.json`` beside the table.
 
 Cost. From the published CPU run (20 + 20 texts, 3 epochs, 10 samples: 1,341 s on the 2-core CPU, 252 s of it
-fine-tuning): fine-tuning costs about 4.2 s per step (``n * epochs`` steps) and the attacks at the three lengths
+fine-tuning; load 1.7, so times are upper bounds): fine-tuning costs about 4.2 s per step (``n * epochs`` steps) and the attacks at the three lengths
 about 27 s per text, i.e. about 67 s per member-and-non-member pair. So the default 500 + 500 texts need about
 33,500 s (9.3 hours; twice the attack part again with ``--control``) on this CPU: run it on a GPU. ``--n 8``
-(8 + 8 texts) fits in about 10 minutes on the CPU. On a GPU: the published H100 run (100 + 100, float32,
+(8 + 8 texts, ~540 s + model loading) fits in about 10 minutes on the CPU (FPR then moves in 12.5% steps). On a GPU: the published H100 run (100 + 100, float32,
 gen-batch 200, with ``--control``) took 244 s, about 0.53 s per text per attack pass and 0.11 s per fine-tuning
 step, so 500 + 500 without ``--control`` is about 700 s in float32 and less with ``--device cuda``'s bfloat16
-sampling and larger batches (not yet measured).
+sampling and larger batches (not yet measured). A run that may not fit a time limit can be split by length with the
+same texts and fine-tuning (``--lengths 32 64 --window-words 128``, then ``--lengths 128``, different ``--name``s);
+each length's table is also written as soon as it is measured.
 
     python benchmarks/samia.py --tiny                      # smoke test, tiny random model, writes benchmarks/out/
     python benchmarks/samia.py --n 8                       # CPU, ~10 minutes -> benchmarks/results/samia_cpu.md
@@ -154,6 +157,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--lengths", type=int, nargs="+", default=None,
                     help="text lengths in words (default 32 64 128; --tiny 16 32, within the tiny model's context)")
     ap.add_argument("--skip-words", type=int, default=150, help="first window starts at this word")
+    ap.add_argument("--window-words", type=int, default=None,
+                    help="words per window, trained on (default: the longest --lengths); set it to split a run by "
+                         "length with the same texts")
     ap.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (0: none; default 3, --tiny 1)")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--num-samples", type=int, default=None, help="SaMIA samples per text (default 10, --tiny 2)")
@@ -177,6 +183,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     tiny = args.tiny
     args.n = args.n if args.n is not None else (6 if tiny else 500)
     args.lengths = args.lengths or ([16, 32] if tiny else [32, 64, 128])
+    args.window_words = args.window_words or max(args.lengths)
     args.epochs = args.epochs if args.epochs is not None else (1 if tiny else 3)
     args.num_samples = args.num_samples if args.num_samples is not None else (2 if tiny else 10)
     cuda = args.device == "cuda"
@@ -197,6 +204,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("--device cuda, but torch sees no CUDA device")
     if not cuda and args.dtype != "float32":
         ap.error(f"--dtype {args.dtype} is for --device cuda (CPU autocast would only slow this run down)")
+    if args.window_words < max(args.lengths):
+        ap.error(f"--window-words {args.window_words} is shorter than --lengths {max(args.lengths)}")
     if args.windows_only and not args.windows_json:
         ap.error("--windows-only needs --windows-json")
     return args
@@ -205,7 +214,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     t_start = time.perf_counter()
-    max_words = max(args.lengths)
+    max_words = args.window_words
     members, non_members, info = pick_windows(args.n, max_words, args.skip_words, args.seed, args.windows_json)
     print(f"{len(members)} + {len(non_members)} windows: {info}", flush=True)
     if args.windows_only:
