@@ -7,9 +7,9 @@ documents have the 150 + 128 words of a first window, so one window per document
 For more, each side takes its documents' first windows, then their second windows (words 278-405), and so on,
 never overlapping (2,676 windows on the smaller side). Up to 132 + 132 texts this is exactly one window per
 document, as in the earlier published runs; at 500 + 500, 736 of the 1,000 texts come from a second to fifth
-window (counts from seed 0; the run's report states them). The default model (Gemma 3 270M) is fully fine-tuned on the member
-windows for ``--epochs`` epochs (``--epochs 0``: no fine-tuning, the control run); non-members are never trained
-on. Texts of 32 / 64 / 128 words are the first words of each window.
+window (seed 0; each run's report states its counts). The default model (Gemma 3 270M) is fully fine-tuned on the
+member windows for ``--epochs`` epochs (``--epochs 0``: no fine-tuning, the control run); non-members are never
+trained on. Texts of 32 / 64 / 128 words are the first words of each window.
 
 Then SaMIA, SaMIA*zlib and the likelihood baselines (loss, zlib, min-k%, min-k%++; k = 0.2) score every text.
 Per length and method the table gives AUROC, TPR at 10% FPR, the AUROC gap to the loss attack with a paired
@@ -17,16 +17,16 @@ bootstrap 95% CI over texts, the tokens SaMIA's sampling generated (as ``generat
 the cut to the reference length), ms per generated token, and wall time per 100 texts (shared work counted in full
 for each method). Per-text scores go to ``<name>.json`` beside the table.
 
-Cost. From the published CPU run (20 + 20 texts, 3 epochs, 10 samples: 1,341 s on the 2-core CPU, 252 s of it
-fine-tuning; load 1.7, so times are upper bounds): fine-tuning costs about 4.2 s per step (``n * epochs`` steps) and the attacks at the three lengths
-about 27 s per text, i.e. about 67 s per member-and-non-member pair. So the default 500 + 500 texts need about
-33,500 s (9.3 hours; twice the attack part again with ``--control``) on this CPU: run it on a GPU. ``--n 8``
-(8 + 8 texts, ~540 s + model loading) fits in about 10 minutes on the CPU (FPR then moves in 12.5% steps). On a GPU: the published H100 run (100 + 100, float32,
-gen-batch 200, with ``--control``) took 244 s, about 0.53 s per text per attack pass and 0.11 s per fine-tuning
-step, so 500 + 500 without ``--control`` is about 700 s in float32 and less with ``--device cuda``'s bfloat16
-sampling and larger batches (not yet measured). A run that may not fit a time limit can be split by length with the
-same texts and fine-tuning (``--lengths 32 64 --window-words 128``, then ``--lengths 128``, different ``--name``s);
-each length's table is also written as soon as it is measured.
+Cost, estimated from the published CPU run (20 + 20 texts, 3 epochs, 10 samples: 1,341 s on the 2-core CPU at
+load 1.7, 252 s of it fine-tuning): about 4.2 s per fine-tuning step (``n * epochs`` steps) and 27 s per text for
+the attacks at the three lengths, i.e. about 67 s per member-and-non-member pair. The default 500 + 500 texts
+therefore need about 33,500 s (9.3 hours; the attack part twice with ``--control``) on this CPU: run it on a GPU.
+On the CPU, ``--n 8`` (8 + 8 texts, ~540 s plus model loading; FPR moves in 12.5% steps) fits in about 10 minutes.
+On a GPU: the published H100 run (100 + 100, float32, gen-batch 200, with ``--control``) took 244 s, about 0.53 s
+per text per attack pass and 0.11 s per fine-tuning step, so 500 + 500 without ``--control`` is about 700 s in
+float32, and less with ``--device cuda``'s bfloat16 sampling and larger batches (not measured yet). A run that may
+not fit a time limit can be split by length on the same texts and fine-tuning (``--lengths 32 64 --window-words
+128``, then ``--lengths 128``, each with its own ``--name``); each length's table is written as soon as it is done.
 
     python benchmarks/samia.py --tiny                      # smoke test, tiny random model, writes benchmarks/out/
     python benchmarks/samia.py --n 8                       # CPU, ~10 minutes -> benchmarks/results/samia_cpu.md
