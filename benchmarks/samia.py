@@ -58,7 +58,8 @@ from hf_ext.privacy import AttackConfig, SamiaConfig, attack, auroc_difference  
 LIKELIHOOD = ["loss", "zlib", "min_k", "min_k_plus_plus"]
 SAMPLING = ["samia", "samia_zlib"]
 METHODS = SAMPLING + LIKELIHOOD
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# No float16: Gemma 3's activations overflow it, and fine-tuning in it would need a gradient scaler.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def pick_windows(n: int, max_words: int, skip: int, seed: int, windows_json: str | None = None,
