@@ -7,8 +7,8 @@ from pathlib import Path
 
 ORDER = [
     "foundation", "compression", "compression_disk", "llmc_baseline", "structured", "structured_speed", "any_precision",
-    "gpu_any_precision", "speculative", "samia", "samia_cpu", "serving", "isara", "isara_cuda", "tool_cl",
-    "tool_cl_gpu", "tiered_cache", "tiered_cache_scale", "gpu_tiered_cache",
+    "gpu_any_precision", "speculative", "samia", "samia_cpu", "samia_cuda", "serving", "isara", "isara_cuda",
+    "tool_cl", "tool_cl_gpu", "tiered_cache", "tiered_cache_scale", "gpu_tiered_cache",
 ]
 HEADER = """# Measured results
 

@@ -118,7 +118,7 @@ def test_attack_all_methods_output_format(tiny):
     assert list(res) == ["loss", "zlib", "min_k", "min_k_plus_plus", "samia", "samia_zlib"]
     for r in res.values():
         d = r.to_dict()
-        assert set(d) == {"method", "scores", "auroc", "tpr_at_fpr", "fpr", "seconds"}
+        assert set(d) == {"method", "scores", "auroc", "tpr_at_fpr", "fpr", "seconds", "sampling"}
         assert len(r.scores) == 4 and all(math.isfinite(s) for s in r.scores)
         assert 0.0 <= r.auroc <= 1.0 and r.fpr == 0.25 and r.seconds > 0
     assert all(0.0 <= s <= 1.0 for s in res["samia"].scores)

@@ -15,9 +15,10 @@ from ..common.import_utils import lazy_getattr
 
 _import_structure: dict[str, list[str]] = {
     "attacks": ["attack", "AttackConfig", "AttackResult", "METHODS", "token_stats", "likelihood_scores"],
-    "samia": ["SamiaConfig", "run_samia", "samia_scores", "generate_samples", "rouge_n_recall", "split_prefix",
+    "samia": ["SamiaConfig", "SamplingStats", "count_new_tokens", "run_samia",
+              "samia_scores", "generate_samples", "rouge_n_recall", "split_prefix",
               "strip_prompt", "zlib_length"],
-    "metrics": ["auroc", "tpr_at_fpr", "membership_metrics"],
+    "metrics": ["auroc", "auroc_difference", "tpr_at_fpr", "membership_metrics"],
     "data": ["load_mia_dataset", "MIAData"],
 }
 __all__ = [
@@ -26,8 +27,11 @@ __all__ = [
     "METHODS",
     "MIAData",
     "SamiaConfig",
+    "SamplingStats",
     "attack",
     "auroc",
+    "auroc_difference",
+    "count_new_tokens",
     "generate_samples",
     "likelihood_scores",
     "load_mia_dataset",
@@ -49,9 +53,11 @@ __getattr__ = lazy_getattr(__name__, globals(), _import_structure)
 if TYPE_CHECKING:
     from .attacks import METHODS, AttackConfig, AttackResult, attack, likelihood_scores, token_stats
     from .data import MIAData, load_mia_dataset
-    from .metrics import auroc, membership_metrics, tpr_at_fpr
+    from .metrics import auroc, auroc_difference, membership_metrics, tpr_at_fpr
     from .samia import (
         SamiaConfig,
+        SamplingStats,
+        count_new_tokens,
         generate_samples,
         rouge_n_recall,
         run_samia,

@@ -25,7 +25,7 @@ from transformers.utils import logging
 
 from ..common.config import ConfigMixin
 from .metrics import TPR_MODES, check_labels, membership_metrics
-from .samia import SamiaConfig, generate_samples, rouge_n_recall, samia_scores, split_prefix, zlib_length
+from .samia import SamiaConfig, SamplingStats, generate_samples, rouge_n_recall, samia_scores, split_prefix, zlib_length
 
 logger = logging.get_logger(__name__)
 
@@ -69,7 +69,8 @@ class AttackConfig(ConfigMixin):
 
 @dataclass
 class AttackResult:
-    """One attack's scores (higher = member) and, with labels, AUROC and TPR at ``fpr``."""
+    """One attack's scores (higher = member) and, with labels, AUROC and TPR at ``fpr``; for the SaMIA variants,
+    ``sampling`` holds the shared sampling run's :class:`~hf_ext.privacy.samia.SamplingStats` (tokens generated)."""
 
     method: str
     scores: list[float]
@@ -77,6 +78,7 @@ class AttackResult:
     tpr_at_fpr: float | None = None
     fpr: float | None = None
     seconds: float = 0.0
+    sampling: SamplingStats | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -201,6 +203,7 @@ def attack(
             split_prefix(t, scfg.prefix_ratio, scfg.ngram, index=i)
     scores: dict[str, list[float]] = {}
     seconds: dict[str, float] = {}
+    sampling: SamplingStats | None = None
     if like:
         t0 = time.perf_counter()
         stats = token_stats(model, tokenizer, texts, cfg.batch_size, cfg.max_length, progress=progress)
@@ -212,7 +215,7 @@ def attack(
     if samp:
         rouge_n_recall("a", "a", scfg.ngram)  # builds the scorer (imports nltk) outside the timed region
         t0 = time.perf_counter()
-        samples = generate_samples(model, tokenizer, texts, scfg, progress=progress)
+        samples, sampling = generate_samples(model, tokenizer, texts, scfg, progress=progress, return_stats=True)
         shared = time.perf_counter() - t0
         for m in samp:
             t1 = time.perf_counter()
@@ -223,7 +226,7 @@ def attack(
         bad = [i for i, v in enumerate(scores[m]) if not math.isfinite(v)]
         if bad:
             raise ValueError(f"Attack {m!r} produced non-finite scores for texts {bad[:5]}.")
-        res = AttackResult(m, scores[m], seconds=seconds[m])
+        res = AttackResult(m, scores[m], seconds=seconds[m], sampling=sampling if m in SAMPLING_METHODS else None)
         if labels is not None:
             met = membership_metrics(scores[m], labels, cfg.fpr, cfg.tpr_mode)
             res.auroc, res.tpr_at_fpr, res.fpr = met["auroc"], met["tpr_at_fpr"], met["fpr"]

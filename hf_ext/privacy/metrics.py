@@ -9,6 +9,9 @@ TPR at a target FPR has two readings in the literature, and they differ on small
 * ``"nearest"``: the TPR of the ROC point whose FPR is closest to the target (ties: the first such point of
   scikit-learn's curve, i.e. the lower threshold index). This is what the official SaMIA evaluation script reports;
   the point may lie above the target FPR.
+
+:func:`auroc_difference` compares two attacks on the same texts: the AUROC difference with a paired bootstrap
+confidence interval over texts (members and non-members resampled separately, both attacks on the same resample).
 """
 
 from __future__ import annotations
@@ -77,3 +80,45 @@ def membership_metrics(
 ) -> dict[str, float]:
     """``{"auroc", "tpr_at_fpr", "fpr"}`` for one attack's scores."""
     return {"auroc": auroc(scores, labels), "tpr_at_fpr": tpr_at_fpr(scores, labels, fpr, tpr_mode), "fpr": fpr}
+
+
+def _pair_wins(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``W[i, j]`` = 1 if member i outscores non-member j, 0.5 on a tie, else 0 (AUROC is the mean of ``W``)."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    return (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+
+
+def auroc_difference(
+    scores_a: Sequence[float],
+    scores_b: Sequence[float],
+    labels: Sequence[int],
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """AUROC(a) - AUROC(b) on the same texts, with a paired percentile-bootstrap confidence interval.
+
+    Each resample draws members and non-members with replacement (class sizes kept, so AUROC stays defined) and
+    scores both attacks on that same resample, so the interval reflects the attacks' correlation over texts.
+    AUROC is the Mann-Whitney statistic, so a resample's AUROC is ``c_pos @ W @ c_neg / (n_pos * n_neg)`` with
+    ``c`` the draw counts: one matrix product per attack for all resamples.
+
+    Returns:
+        ``{"difference", "low", "high", "level", "n_boot"}``.
+    """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}.")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}.")
+    a, y = _checked(scores_a, labels)
+    b, _ = _checked(scores_b, labels)
+    wa, wb = _pair_wins(a, y), _pair_wins(b, y)
+    n_pos, n_neg = wa.shape
+    rng = np.random.default_rng(seed)
+    c_pos = rng.multinomial(n_pos, np.full(n_pos, 1.0 / n_pos), size=n_boot).astype(float)
+    c_neg = rng.multinomial(n_neg, np.full(n_neg, 1.0 / n_neg), size=n_boot).astype(float)
+    diff = (((c_pos @ (wa - wb)) * c_neg).sum(axis=1)) / (n_pos * n_neg)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(diff, [tail, 100 - tail])
+    return {"difference": float(wa.mean() - wb.mean()), "low": float(low), "high": float(high), "level": level,
+            "n_boot": n_boot}

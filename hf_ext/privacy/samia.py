@@ -18,13 +18,18 @@ Choices that are ours (the paper or its code leaves them open or gets them wrong
   count even for N > 1); tokens are whitespace-split with case kept; the zlib length is taken of the candidate's
   words joined by single spaces.
 * sampling is seeded (``seed=0``) inside ``torch.random.fork_rng``, so the caller's RNG state is untouched.
+
+The cost of SaMIA is generation: ``generate_samples(..., return_stats=True)`` also returns a :class:`SamplingStats`
+with the tokens generated (as ``generate`` produced them, and as kept after the cut to the reference length) and the
+wall time, so a benchmark can report time per generated token.
 """
 
 from __future__ import annotations
 
+import time
 import zlib as _zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from transformers.utils import logging
@@ -183,10 +188,76 @@ def samia_scores(
 # ---------------------------------------------------------------------------------------------------- sampling
 
 
+@dataclass
+class SamplingStats:
+    """What one :func:`generate_samples` run generated, summed over texts and samples.
+
+    Args:
+        texts: texts sampled for.
+        sequences: sampled continuations (``texts * num_samples``).
+        generate_calls: ``model.generate`` calls (batches).
+        generated_tokens: new tokens ``generate`` produced: per sequence, up to and including its first EOS (the
+            padding ``generate`` appends after a finished sequence is not counted), else every new position. In a
+            batch every sequence runs to the largest budget in it, so this exceeds ``kept_tokens``.
+        kept_tokens: the same after each sequence is cut to its text's budget (the tokens decoded and scored).
+        padded_positions: sequences x new positions of each call (the decode work a batch did, padding included).
+        seconds: wall time of the sampling loop (tokenizing, generating, decoding).
+    """
+
+    texts: int = 0
+    sequences: int = 0
+    generate_calls: int = 0
+    generated_tokens: int = 0
+    kept_tokens: int = 0
+    padded_positions: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ms_per_generated_token(self) -> float:
+        """Sampling wall time per generated token, in milliseconds (NaN when nothing was generated)."""
+        return 1000.0 * self.seconds / self.generated_tokens if self.generated_tokens else float("nan")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def count_new_tokens(new_ids: torch.Tensor, budgets: Sequence[int], eos_ids: Sequence[int] = ()) -> tuple[int, int]:
+    """``(generated, kept)`` token counts of one ``generate`` batch's new tokens (``sequences x positions``).
+
+    A sequence's generated length is the position of its first token in ``eos_ids`` plus one (``generate`` pads
+    after it), or the full width without one; its kept length is that, capped at its budget ``budgets[row]``.
+    """
+    if new_ids.dim() != 2 or new_ids.shape[0] != len(budgets):
+        raise ValueError(f"new_ids must be (sequences x positions) with one budget per sequence; got shape "
+                         f"{tuple(new_ids.shape)} and {len(budgets)} budgets.")
+    width = new_ids.shape[1]
+    lengths = torch.full((new_ids.shape[0],), width, dtype=torch.long)
+    if len(eos_ids) and width:
+        is_eos = torch.isin(new_ids.cpu(), torch.tensor(list(eos_ids), dtype=new_ids.dtype))
+        first = is_eos.int().argmax(dim=1)
+        lengths = torch.where(is_eos.any(dim=1), first + 1, lengths)
+    kept = torch.minimum(lengths, torch.tensor(list(budgets), dtype=torch.long))
+    return int(lengths.sum()), int(kept.sum())
+
+
+def _eos_ids(model) -> list[int]:
+    """The ids that end a sequence in ``generate``: its generation config's (none: it runs every step)."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(e) for e in eos] if isinstance(eos, (list, tuple)) else [int(eos)]
+
+
 def generate_samples(model, tokenizer, texts: Sequence[str], config: SamiaConfig | None = None,
-                     progress: bool = True) -> list[list[str]]:
-    """``num_samples`` sampled continuations (prompt removed) of each text's prefix, generated in batches."""
+                     progress: bool = True, return_stats: bool = False,
+                     ) -> list[list[str]] | tuple[list[list[str]], SamplingStats]:
+    """``num_samples`` sampled continuations (prompt removed) of each text's prefix, generated in batches.
+
+    With ``return_stats``, returns ``(samples, SamplingStats)``: the tokens generated and the wall time.
+    """
     from tqdm.auto import tqdm
+
+    t_start = time.perf_counter()
 
     cfg = config or SamiaConfig()
     splits = [split_prefix(t, cfg.prefix_ratio, cfg.ngram, index=i) for i, t in enumerate(texts)]
@@ -206,6 +277,8 @@ def generate_samples(model, tokenizer, texts: Sequence[str], config: SamiaConfig
     if set_pad:
         tokenizer.pad_token = tokenizer.eos_token
     out: list[list[str]] = []
+    stats = SamplingStats(texts=len(texts), sequences=len(texts) * cfg.num_samples)
+    eos_ids = _eos_ids(model)
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=fork_devices, enabled=cfg.seed is not None), torch.no_grad():
@@ -219,6 +292,11 @@ def generate_samples(model, tokenizer, texts: Sequence[str], config: SamiaConfig
                     max_new_tokens=max(budget), num_return_sequences=cfg.num_samples, pad_token_id=pad_id,
                 )
                 new = gen[:, enc.input_ids.shape[1]:]  # prompt stripping at the token level
+                generated, kept = count_new_tokens(new, [b for b in budget for _ in range(cfg.num_samples)], eos_ids)
+                stats.generate_calls += 1
+                stats.generated_tokens += generated
+                stats.kept_tokens += kept
+                stats.padded_positions += new.numel()
                 for j in range(len(chunk)):
                     rows = new[j * cfg.num_samples : (j + 1) * cfg.num_samples, : budget[j]]
                     out.append(tokenizer.batch_decode(rows, skip_special_tokens=True))
@@ -226,7 +304,8 @@ def generate_samples(model, tokenizer, texts: Sequence[str], config: SamiaConfig
         tokenizer.padding_side = old_side
         if set_pad:
             tokenizer.pad_token = None
-    return out
+    stats.seconds = time.perf_counter() - t_start
+    return (out, stats) if return_stats else out
 
 
 def run_samia(model, tokenizer, texts: Sequence[str], config: SamiaConfig | None = None, progress: bool = True,
