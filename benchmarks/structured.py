@@ -223,7 +223,8 @@ def quality_report(args, model, dense, res, cost) -> str:
                 best = min(free, key=lambda c: mean(res[(ratio, c)][stage]))
                 m, b = res[(ratio, "mini_llm")][stage], res[(ratio, best)][stage]
                 verdict = "beats" if mean(m) < mean(b) else "does not beat"
-                sure = "ranges do not overlap" if max(m) < min(b) or min(m) > max(b) else "seed ranges overlap"
+                sure = ("one seed: no spread, so the difference is not sized" if len(m) < 2 else
+                        "ranges do not overlap" if max(m) < min(b) or min(m) > max(b) else "seed ranges overlap")
                 lines.append(f"- {ratio:.0%}, {label}: mini_llm ({mean(m):.2f}) {verdict} the best gradient-free "
                              f"criterion, {best} ({mean(b):.2f}); {sure}.")
         mem = {c: mean(i["peak_delta_mib"] for i in cost[c]) for c in cost if cost[c]}

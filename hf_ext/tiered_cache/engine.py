@@ -115,9 +115,9 @@ class CacheCore:
         self.timeline.add(link, t0, t1)
 
     # ------------------------------------------------------------------------------------------------ transfers
-    def _load_task(self, b: Block, slot: int, wait_for: Future | None) -> None:
-        if wait_for is not None:
-            wait_for.result()  # the slot's previous tenant must be written back first
+    def _load_task(self, b: Block, slot: int, wait_for: list[Future]) -> None:
+        for f in wait_for:
+            f.result()
         t0 = time.perf_counter()
         dst = self.dev.raw(slot)
         if self.cuda and slot in self._slot_free_events:  # kernels queued on the old tenant must finish first
@@ -228,8 +228,10 @@ class CacheCore:
         return slot
 
     def _start_load(self, b: Block, slot: int) -> Future:
-        wf = self._slot_writes.get(slot)
-        return self.pool.submit(self._load_task, b, slot, wf[1] if wf else None)
+        # Wait for the slot's previous tenant to be written back, and for a write-back of ``b`` itself still in
+        # flight from the slot it was evicted from (else the load reads a half-written home copy).
+        deps = [f for s, (k, f) in self._slot_writes.items() if s == slot or k == b.key]
+        return self.pool.submit(self._load_task, b, slot, deps)
 
     def ensure(self, key: str, protect: set[str]) -> Block:
         """Make ``key`` resident on the device (waiting if needed) and point its tensor there."""
