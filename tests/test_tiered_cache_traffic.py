@@ -11,6 +11,7 @@ from hf_ext.tiered_cache.attach import TieredEngine
 from hf_ext.tiered_cache.bench import disk_bandwidth, lower_bound_bytes, proc_io
 from hf_ext.tiered_cache.config import TieredCacheConfig
 from hf_ext.tiered_cache.planner import Op, fetch_schedule, fuse_updates
+from tests.tiered_train import train
 
 BUDGET = 900_000
 
@@ -55,31 +56,7 @@ def test_clean_evictions_write_nothing(tmp_path):
 
 
 def _train(cfg, steps=4, accum=1, hook=None, extra_forward=False):
-    model, _ = tiny_model("opt")
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    # told the accumulation (as the Trainer callback does) when a loop runs extra forwards
-    eng = TieredEngine(cfg, model, opt, accumulation_steps=accum if extra_forward else None) if cfg else None
-    g = torch.Generator().manual_seed(1)
-    losses = []
-    try:
-        for step in range(steps):
-            for _ in range(accum):
-                ids = torch.randint(3, 300, (2, 16), generator=g)
-                if extra_forward:  # a forward with autograd on and no backward (a logged loss): not a micro-batch
-                    model(input_ids=ids, labels=ids)
-                loss = model(input_ids=ids, labels=ids).loss / accum
-                loss.backward()
-                losses.append(loss.item())
-            opt.step()
-            opt.zero_grad()
-            if hook is not None:
-                hook(step, eng)
-        stats = eng.summary() if eng is not None else None
-    finally:
-        if eng is not None:
-            eng.detach()
-    return losses, [p.detach().clone() for p in model.parameters()], stats
+    return train(cfg, steps=steps, accum=accum, hook=hook, extra_forward=extra_forward)
 
 
 @pytest.mark.parametrize("accum", [1, 2])

@@ -11,6 +11,8 @@ from hf_ext.tiered_cache.attach import TieredEngine
 from hf_ext.tiered_cache.config import TieredCacheConfig
 from hf_ext.tiered_cache.profiler import module_order
 from hf_ext.tiered_cache.storage import TieredCacheError
+from tests.tiered_train import batches as _batches
+from tests.tiered_train import train as _train
 
 BUDGET = 900_000  # bytes: about half of the tiny OPT's training state (params + grads + Adam m, v)
 
@@ -18,36 +20,6 @@ BUDGET = 900_000  # bytes: about half of the tiny OPT's training state (params +
 def _cfg(tmp_path=None, **kw):
     kw.setdefault("device_pool_divisor", 1.0)
     return TieredCacheConfig(device_budget=BUDGET, nvme_path=None if tmp_path is None else str(tmp_path), **kw)
-
-
-def _batches(n, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randint(3, 300, (2, 16), generator=g) for _ in range(n)]
-
-
-def _train(cfg=None, steps=3, accum=1, clip=None, engine_hook=None):
-    model, _ = tiny_model("opt")
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    eng = TieredEngine(cfg, model, opt, max_grad_norm=clip) if cfg is not None else None
-    losses = []
-    try:
-        for step, chunk in enumerate(zip(*[iter(_batches(steps * accum))] * accum)):
-            for ids in chunk:
-                loss = model(input_ids=ids, labels=ids).loss / accum
-                loss.backward()
-                losses.append(loss.item())
-            if clip and eng is None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            opt.zero_grad()
-            if engine_hook is not None:
-                engine_hook(step, eng)
-        summary = eng.summary() if eng is not None else None
-    finally:
-        if eng is not None:
-            eng.detach()
-    return losses, [p.detach().clone() for p in model.parameters()], summary
 
 
 @pytest.mark.parametrize("accum,clip", [(1, None), (2, None), (1, 0.5), (2, 0.5)])
@@ -85,7 +57,7 @@ def test_profile_order_equals_module_execution_order():
 def test_no_allocation_after_warm_up_and_prefetch_helps(tmp_path):
     counts = []
     _, _, stats = _train(_cfg(tmp_path), steps=5,
-                         engine_hook=lambda step, eng: counts.append(eng.summary().allocations))
+                         hook=lambda step, eng: counts.append(eng.summary().allocations))
     assert counts[1:] == [counts[1]] * (len(counts) - 1)
     assert stats.prefetches > 0 and 0 < stats.device_pool_utilization <= 1
 
@@ -196,7 +168,7 @@ def test_planner_rehomes_host_slots_to_the_most_missed_tensors(tmp_path):
             for k, b in eng.blocks.items():
                 if b.home == "nvme":  # no NVMe copy is missed more often than a host copy of its size
                     assert all(miss[k] <= miss[h] for h in seen["host"] if eng.blocks[h].nbytes == b.nbytes)
-    losses, params, stats = _train(cfg, steps=3, clip=1.0, engine_hook=check)
+    losses, params, stats = _train(cfg, steps=3, clip=1.0, hook=check)
     assert losses == ref_losses and all(torch.equal(a, b) for a, b in zip(ref_params, params))
     assert seen["host"] and stats.bytes["host->device"] > 0 and stats.bytes["nvme->device"] > 0
 
